@@ -1,0 +1,194 @@
+/* Thread-local error messages, checked allocation with fault injection, threads,
+ * and a small string builder used across the library. */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#define ST_ERRMSG_MAX 1024
+
+static _Thread_local char tl_errmsg[ST_ERRMSG_MAX];
+
+const char *stetho_last_error(void) { return tl_errmsg; }
+
+void stetho_clear_error(void) { tl_errmsg[0] = '\0'; }
+
+const char *stetho_status_name(stetho_status st) {
+    switch (st) {
+    case STETHO_OK: return "ok";
+    case STETHO_ERR_INVALID: return "invalid argument";
+    case STETHO_ERR_IO: return "I/O error";
+    case STETHO_ERR_FORMAT: return "format error";
+    case STETHO_ERR_UNSUPPORTED: return "unsupported";
+    case STETHO_ERR_MISMATCH: return "mismatch";
+    case STETHO_ERR_NOMEM: return "out of memory";
+    case STETHO_ERR_EXISTS: return "already exists";
+    case STETHO_ERR_NOTFOUND: return "not found";
+    }
+    return "unknown status";
+}
+
+stetho_status st_err(stetho_status st, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(tl_errmsg, sizeof tl_errmsg, fmt, ap);
+    va_end(ap);
+    return st;
+}
+
+stetho_status st_err_context(stetho_status st, const char *fmt, ...) {
+    char prefix[ST_ERRMSG_MAX], old[ST_ERRMSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(prefix, sizeof prefix, fmt, ap);
+    va_end(ap);
+    memcpy(old, tl_errmsg, sizeof old);
+    size_t n = strlen(prefix);
+    if (n > ST_ERRMSG_MAX - 3) n = ST_ERRMSG_MAX - 3;
+    memcpy(tl_errmsg, prefix, n);
+    memcpy(tl_errmsg + n, ": ", 2);
+    size_t room = ST_ERRMSG_MAX - n - 3, k = strlen(old);
+    if (k > room) k = room;
+    memcpy(tl_errmsg + n + 2, old, k);
+    tl_errmsg[n + 2 + k] = '\0';
+    return st;
+}
+
+/* Fault injection counters. Tests run single-threaded when they use them; the
+ * atomics keep threaded code well defined anyway. */
+static _Atomic uint64_t g_alloc_count, g_alloc_fail_at;
+static _Atomic uint64_t g_write_count, g_write_fail_at;
+
+uint64_t stetho_fault_alloc_after(uint64_t n) {
+    uint64_t c = g_alloc_count;
+    g_alloc_count = 0;
+    g_alloc_fail_at = n;
+    return c;
+}
+
+uint64_t stetho_fault_write_after(uint64_t n) {
+    uint64_t c = g_write_count;
+    g_write_count = 0;
+    g_write_fail_at = n;
+    return c;
+}
+
+static bool alloc_fault_fires(void) {
+    uint64_t c = ++g_alloc_count;
+    uint64_t at = g_alloc_fail_at;
+    return at != 0 && c == at;
+}
+
+bool st_fault_write_fires(void) {
+    uint64_t c = ++g_write_count;
+    uint64_t at = g_write_fail_at;
+    return at != 0 && c == at;
+}
+
+void *st_malloc(size_t n) {
+    if (alloc_fault_fires()) {
+        st_err(STETHO_ERR_NOMEM, "out of memory (injected fault) allocating %zu bytes", n);
+        return NULL;
+    }
+    void *p = malloc(n ? n : 1);
+    if (!p) st_err(STETHO_ERR_NOMEM, "out of memory allocating %zu bytes", n);
+    return p;
+}
+
+void *st_calloc(size_t count, size_t size) {
+    size_t n;
+    if (!st_mul_size(count, size, &n)) {
+        st_err(STETHO_ERR_NOMEM, "allocation of %zu x %zu bytes overflows", count, size);
+        return NULL;
+    }
+    if (alloc_fault_fires()) {
+        st_err(STETHO_ERR_NOMEM, "out of memory (injected fault) allocating %zu bytes", n);
+        return NULL;
+    }
+    void *p = calloc(count ? count : 1, size ? size : 1);
+    if (!p) st_err(STETHO_ERR_NOMEM, "out of memory allocating %zu bytes", n);
+    return p;
+}
+
+void *st_realloc(void *old, size_t n) {
+    if (alloc_fault_fires()) {
+        st_err(STETHO_ERR_NOMEM, "out of memory (injected fault) allocating %zu bytes", n);
+        return NULL;
+    }
+    void *p = realloc(old, n ? n : 1);
+    if (!p) st_err(STETHO_ERR_NOMEM, "out of memory allocating %zu bytes", n);
+    return p;
+}
+
+char *st_strdup(const char *s) {
+    size_t n = strlen(s) + 1;
+    char *p = st_malloc(n);
+    if (p) memcpy(p, s, n);
+    return p;
+}
+
+void st_free(void *p) { free(p); }
+
+static int g_threads;
+
+void stetho_set_threads(int n) {
+    g_threads = n > 0 ? n : 0;
+#ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+#endif
+}
+
+int stetho_get_threads(void) {
+#ifdef _OPENMP
+    return g_threads > 0 ? g_threads : omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+void st_buf_init(st_buf *b) { memset(b, 0, sizeof *b); }
+
+void st_buf_free(st_buf *b) {
+    st_free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+bool st_buf_append(st_buf *b, const void *p, size_t n) {
+    if (b->failed) return false;
+    size_t need;
+    if (!st_add_size(b->len, n + 1, &need)) return !(b->failed = true);
+    if (need > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < need) cap *= 2;
+        char *d = st_realloc(b->data, cap);
+        if (!d) return !(b->failed = true);
+        b->data = d;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return true;
+}
+
+bool st_buf_printf(st_buf *b, const char *fmt, ...) {
+    char small[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0) return !(b->failed = true);
+    if ((size_t)n < sizeof small) return st_buf_append(b, small, (size_t)n);
+    char *big = st_malloc((size_t)n + 1);
+    if (!big) return !(b->failed = true);
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    bool ok = st_buf_append(b, big, (size_t)n);
+    st_free(big);
+    return ok;
+}

@@ -1,0 +1,9 @@
+/* The subcommand table: one line per verb. Add yours here and in stetho.c. */
+#ifndef STETHO_COMMANDS_H
+#define STETHO_COMMANDS_H
+
+int cmd_inspect(int argc, char **argv);
+int cmd_diff(int argc, char **argv);
+int cmd_edit(int argc, char **argv);
+
+#endif

@@ -1,0 +1,44 @@
+/* stetho: the command-line tool. Dispatches to one cmd_<verb>() per subcommand;
+ * the subcommands only parse arguments, call the library and print. */
+#include "cli.h"
+#include "commands.h"
+
+#include <stdio.h>
+#include <string.h>
+
+typedef struct {
+    const char *verb;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command commands[] = {
+    {"inspect", cmd_inspect, "show a checkpoint's architecture and tensors"},
+    {"diff", cmd_diff, "compute a task vector (fine-tuned - base) and its statistics"},
+    {"edit", cmd_edit, "write base + alpha * task vector on selected layers/modules"},
+};
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: stetho <command> [options]   (stetho <command> --help for details)\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(out, "  %-12s %s\n", commands[i].verb, commands[i].summary);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("stetho %s\n", STETHO_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].verb)) return commands[i].fn(argc - 1, argv + 1);
+    cli_error("run 'stetho --help' for the list of commands", "unknown command '%s'", argv[1]);
+    return CLI_EXIT_USAGE;
+}
