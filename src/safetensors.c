@@ -553,23 +553,26 @@ stetho_status stetho_st_writer_write(stetho_st_writer *w, const void *data, size
 }
 
 stetho_status stetho_st_writer_finish(stetho_st_writer *w) {
-    stetho_status st;
-    if (!w->header_written && (st = begin_file(w))) return st;
-    if (w->cur < w->n_decl)
-        return st_err(STETHO_ERR_INVALID, "%s: tensor '%s' incomplete (%llu of %llu bytes written)",
-                      w->path, w->decl[w->cur].name, (unsigned long long)w->cur_written,
-                      (unsigned long long)w->decl[w->cur].nbytes);
-    if ((st = flush_buf(w))) return st;
-    int fd = w->fd;
-    w->fd = -1;
-    if (close(fd) != 0)
-        return st_err(STETHO_ERR_IO, "%s: close failed: %s", w->tmp_path, strerror(errno));
-    if (rename(w->tmp_path, w->path) != 0)
-        return st_err(STETHO_ERR_IO, "%s: cannot rename into place: %s", w->path, strerror(errno));
-    st_free(w->tmp_path);
-    w->tmp_path = NULL;
-    stetho_st_writer_abort(w); /* frees the rest; nothing left to remove */
-    return STETHO_OK;
+    stetho_status st = STETHO_OK;
+    if (!w->header_written) st = begin_file(w);
+    if (!st && w->cur < w->n_decl)
+        st = st_err(STETHO_ERR_INVALID, "%s: tensor '%s' incomplete (%llu of %llu bytes written)", w->path,
+                    w->decl[w->cur].name, (unsigned long long)w->cur_written,
+                    (unsigned long long)w->decl[w->cur].nbytes);
+    if (!st) st = flush_buf(w);
+    if (!st) {
+        int fd = w->fd;
+        w->fd = -1;
+        if (close(fd) != 0) st = st_err(STETHO_ERR_IO, "%s: close failed: %s", w->tmp_path, strerror(errno));
+    }
+    if (!st && rename(w->tmp_path, w->path) != 0)
+        st = st_err(STETHO_ERR_IO, "%s: cannot rename into place: %s", w->path, strerror(errno));
+    if (!st) {
+        st_free(w->tmp_path); /* in place now: nothing for abort to remove */
+        w->tmp_path = NULL;
+    }
+    stetho_st_writer_abort(w);
+    return st;
 }
 
 void stetho_st_writer_abort(stetho_st_writer *w) {

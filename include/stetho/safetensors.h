@@ -89,7 +89,8 @@ uint64_t stetho_st_writer_file_size(const stetho_st_writer *w);
 /* Append bytes to the current tensor; moves to the next when it is full. The
  * header is written on the first call. */
 stetho_status stetho_st_writer_write(stetho_st_writer *w, const void *data, size_t n);
-/* Check every tensor is complete, flush, fsync and rename into place. */
+/* Check every tensor is complete, flush and rename into place. Always consumes
+ * the writer: on failure the temporary file is removed too. */
 stetho_status stetho_st_writer_finish(stetho_st_writer *w);
 /* Remove the temporary file and free everything (safe after finish, too). */
 void stetho_st_writer_abort(stetho_st_writer *w);

@@ -13,8 +13,8 @@ extern "C" {
 #endif
 
 typedef enum {
+    STETHO_DTYPE_F32, /* first, so a zeroed struct means F32 */
     STETHO_DTYPE_F64,
-    STETHO_DTYPE_F32,
     STETHO_DTYPE_F16,
     STETHO_DTYPE_BF16,
     STETHO_DTYPE_F8_E4M3,
