@@ -125,8 +125,9 @@ static stetho_status read_index(stetho_checkpoint *c, const char *index_path, js
     /* collect the distinct files in sorted order, so shard indices are stable */
     json_object_foreach(wm, key, val) {
         if (!json_is_string(val) || !safe_shard_name(json_string_value(val))) {
+            st = st_err(STETHO_ERR_FORMAT, "%s: weight_map entry for '%s' is not a plain file name", index_path, key);
             json_decref(root);
-            return st_err(STETHO_ERR_FORMAT, "%s: weight_map entry for '%s' is not a plain file name", index_path, key);
+            return st;
         }
         if ((st = add_shard_name(c, json_string_value(val), &cap))) {
             json_decref(root);

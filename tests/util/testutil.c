@@ -13,6 +13,27 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Strings handed to tests live until exit: kept here and freed by atexit, so
+ * LeakSanitizer reports only real leaks. */
+static char **g_owned;
+static size_t g_n_owned, g_cap_owned;
+
+static void free_owned(void) {
+    for (size_t i = 0; i < g_n_owned; i++) free(g_owned[i]);
+    free(g_owned);
+    g_owned = NULL;
+    g_n_owned = g_cap_owned = 0;
+}
+
+static char *owned(size_t n) {
+    if (g_n_owned == g_cap_owned) {
+        if (!g_owned) atexit(free_owned);
+        g_cap_owned = g_cap_owned ? g_cap_owned * 2 : 64;
+        g_owned = realloc(g_owned, g_cap_owned * sizeof *g_owned);
+    }
+    return g_owned[g_n_owned++] = malloc(n);
+}
+
 static void mkdir_p(const char *path) {
     char buf[4096];
     snprintf(buf, sizeof buf, "%s", path);
@@ -35,7 +56,7 @@ static void rm_rf(const char *path) {
 const char *tu_tmpdir(const char *tag) {
     const char *base = getenv("STETHO_TMP");
     if (!base || !*base) base = "/tmp/stetho-test";
-    char *p = malloc(4096);
+    char *p = owned(4096);
     snprintf(p, 4096, "%s/%s-%ld", base, tag, (long)getpid());
     rm_rf(p);
     mkdir_p(p);
@@ -45,19 +66,16 @@ const char *tu_tmpdir(const char *tag) {
 const char *tu_shared(const char *rel) {
     const char *base = getenv("STETHO_SHARED");
     if (!base || !*base) base = "../shared";
-    char *p = malloc(4096);
+    char *p = owned(4096);
     snprintf(p, 4096, "%s/%s", base, rel);
-    if (access(p, R_OK) != 0) {
-        free(p);
-        return NULL;
-    }
+    if (access(p, R_OK) != 0) return NULL;
     snprintf(p, 4096, "%s", base);
     return p;
 }
 
 const char *tu_path(const char *dir, const char *name) {
     size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = malloc(n);
+    char *p = owned(n);
     snprintf(p, n, "%s/%s", dir, name);
     return p;
 }

@@ -13,12 +13,12 @@
 #include "stetho/tensor.h"
 
 /* A fresh empty directory under $STETHO_TMP (or /tmp), named after `tag`.
- * Returns a static-lifetime string (leaked on purpose; tests are short). */
+ * Returned strings here and below live until the program exits. */
 const char *tu_tmpdir(const char *tag);
 /* The shared data directory ($STETHO_SHARED, else ../shared relative to the
  * source tree) if it holds `rel` (a relative path), else NULL: tests then skip. */
 const char *tu_shared(const char *rel);
-/* Path join into a new string (leaked). */
+/* Path join into a new string. */
 const char *tu_path(const char *dir, const char *name);
 void tu_write_file(const char *path, const void *data, size_t len);
 /* Whole file into a new buffer (NUL-terminated); NULL if unreadable. */
