@@ -5,5 +5,10 @@
 int cmd_inspect(int argc, char **argv);
 int cmd_diff(int argc, char **argv);
 int cmd_edit(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
+int cmd_capture(int argc, char **argv);
+int cmd_sae(int argc, char **argv);
+int cmd_project(int argc, char **argv);
+int cmd_grade(int argc, char **argv);
 
 #endif

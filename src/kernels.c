@@ -1,0 +1,189 @@
+/* Numeric primitives of the forward pass. Matrix products with more than one row
+ * go through OpenBLAS (the pthread build: called only from the main thread, never
+ * inside an OpenMP region); elementwise work is spread with OpenMP. Reductions
+ * (norms, softmax sums) accumulate in double so the f32 engine stays close to
+ * HF's results computed in higher precision. */
+#include "kernels.h"
+#include "internal.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+/* Weight rows are converted to f32 in blocks of about this many elements: big
+ * enough for BLAS to run at full speed, small enough to stay in L2/L3-ish sizes
+ * and never to hold a whole embedding matrix. */
+#define MATMUL_BLOCK_ELEMS ((size_t)1 << 21)
+
+/* Rows of a K-column weight converted at once. */
+static size_t block_rows(size_t K) {
+    size_t rows = MATMUL_BLOCK_ELEMS / (K ? K : 1);
+    return rows ? rows : 1;
+}
+
+/* Enough for block_rows(k) * k for every k <= K. */
+size_t st_matmul_scratch_elems(int K) {
+    size_t k = K > 0 ? (size_t)K : 1;
+    return k > MATMUL_BLOCK_ELEMS ? k : MATMUL_BLOCK_ELEMS;
+}
+
+static void convert_rows(float *dst, const stetho_tensor *W, size_t row0, size_t nrows, size_t K) {
+    size_t esz = stetho_dtype_bits(W->dtype) / 8;
+    const uint8_t *src = (const uint8_t *)W->data + row0 * K * esz;
+    /* The dtype was checked at load, so the conversion cannot fail. */
+    #pragma omp parallel for schedule(static)
+    for (long r = 0; r < (long)nrows; r++)
+        (void)stetho_convert_to_f32(dst + (size_t)r * K, src + (size_t)r * K * esz, W->dtype, K);
+}
+
+stetho_status st_matmul_wt(float *out, int ldo, const float *in, int T, int K, const stetho_tensor *W,
+                           const float *bias, float *scratch) {
+    if (W->ndim != 2 || W->shape[1] != (uint64_t)K)
+        return st_err(STETHO_ERR_MISMATCH, "%s: expected %d columns", W->name, K);
+    size_t N = (size_t)W->shape[0];
+    if (T <= 0 || N == 0) return STETHO_OK;
+    if (W->dtype == STETHO_DTYPE_F32 && ((uintptr_t)W->data % sizeof(float)) == 0) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)N, K, 1.0f, in, K, (const float *)W->data, K,
+                    0.0f, out, ldo);
+    } else {
+        size_t rows_per_block = block_rows((size_t)K);
+        for (size_t n0 = 0; n0 < N; n0 += rows_per_block) {
+            size_t nb = N - n0 < rows_per_block ? N - n0 : rows_per_block;
+            convert_rows(scratch, W, n0, nb, (size_t)K);
+            /* out[:, n0:n0+nb] = in [T, K] . scratch[nb, K]^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)nb, K, 1.0f, in, K, scratch, K, 0.0f,
+                        out + n0, ldo);
+        }
+    }
+    if (bias) {
+        #pragma omp parallel for schedule(static)
+        for (int t = 0; t < T; t++) {
+            float *row = out + (size_t)t * (size_t)ldo;
+            for (size_t n = 0; n < N; n++) row[n] += bias[n];
+        }
+    }
+    return STETHO_OK;
+}
+
+void st_rmsnorm(float *out, const float *x, const float *w, int T, int D, double eps) {
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *xr = x + (size_t)t * (size_t)D;
+        float *o = out + (size_t)t * (size_t)D;
+        double ss = 0;
+        for (int i = 0; i < D; i++) ss += (double)xr[i] * xr[i];
+        float r = (float)(1.0 / sqrt(ss / D + eps));
+        for (int i = 0; i < D; i++) o[i] = xr[i] * r * w[i];
+    }
+}
+
+void st_rope_tables(float *cos_t, float *sin_t, int T, int hd, const stetho_rope *rope) {
+    int half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        /* HF: inv_freq = 1 / base^(2i / dim) */
+        double inv = 1.0 / pow(rope->theta, (2.0 * i) / hd);
+        if (rope->type == STETHO_ROPE_LINEAR) {
+            inv /= rope->factor;
+        } else if (rope->type == STETHO_ROPE_LLAMA3) {
+            double low_wl = rope->original_max_pos / rope->low_freq_factor;
+            double high_wl = rope->original_max_pos / rope->high_freq_factor;
+            double wl = 2.0 * M_PI / inv;
+            if (wl > low_wl) {
+                inv /= rope->factor;
+            } else if (wl >= high_wl) {
+                /* medium frequencies: blend scaled and unscaled */
+                double smooth = (rope->original_max_pos / wl - rope->low_freq_factor) /
+                                (rope->high_freq_factor - rope->low_freq_factor);
+                inv = (1.0 - smooth) * inv / rope->factor + smooth * inv;
+            }
+        }
+        for (int t = 0; t < T; t++) {
+            double a = (double)t * inv;
+            cos_t[(size_t)t * half + i] = (float)cos(a);
+            sin_t[(size_t)t * half + i] = (float)sin(a);
+        }
+    }
+}
+
+void st_rope(float *x, int T, int n_heads, int hd, const float *cos_t, const float *sin_t) {
+    int half = hd / 2;
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < T; t++) {
+        const float *c = cos_t + (size_t)t * half, *s = sin_t + (size_t)t * half;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + ((size_t)t * n_heads + h) * hd;
+            for (int i = 0; i < half; i++) {
+                /* rotate_half pairs element i with i + hd/2 */
+                float a = v[i], b = v[i + half];
+                v[i] = a * c[i] - b * s[i];
+                v[i + half] = b * c[i] + a * s[i];
+            }
+        }
+    }
+}
+
+void st_gated_act(float *gate, const float *up, size_t n, stetho_activation act) {
+    #pragma omp parallel for schedule(static)
+    for (long i = 0; i < (long)n; i++) {
+        float x = gate[i], a;
+        switch (act) {
+        case STETHO_ACT_GELU_TANH:
+            a = 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+            break;
+        case STETHO_ACT_GELU:
+            a = 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
+            break;
+        default:
+            a = x / (1.0f + expf(-x));
+            break;
+        }
+        gate[i] = a * up[i];
+    }
+}
+
+/* Queries are processed in blocks of this many rows: scores [QBLOCK, keys]. */
+#define QBLOCK 128
+
+size_t st_attention_scratch_elems(int T) { return (size_t)QBLOCK * (size_t)(T > 0 ? T : 1); }
+
+void st_attention(float *out, const float *q, const float *k, const float *v, int T, int nh, int nkv, int hd,
+                  double scale, double softcap, int window, float *scores) {
+    int ldq = nh * hd, ldk = nkv * hd;
+    int group = nh / nkv; /* query heads per kv head: q head h uses kv head h / group */
+    for (int h = 0; h < nh; h++) {
+        int g = h / group;
+        for (int t0 = 0; t0 < T; t0 += QBLOCK) {
+            int t1 = t0 + QBLOCK < T ? t0 + QBLOCK : T;
+            int qb = t1 - t0;
+            int k0 = window > 0 && t0 - window + 1 > 0 ? t0 - window + 1 : 0;
+            int klen = t1 - k0;
+            /* scores [qb, klen] = scale * Q_h[t0:t1] . K_g[k0:t1]^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, qb, klen, hd, (float)scale,
+                        q + (size_t)t0 * ldq + (size_t)h * hd, ldq, k + (size_t)k0 * ldk + (size_t)g * hd, ldk,
+                        0.0f, scores, klen);
+            #pragma omp parallel for schedule(static)
+            for (int r = 0; r < qb; r++) {
+                int t = t0 + r;
+                float *s = scores + (size_t)r * klen;
+                /* visible keys: lo..t (HF: q - k < window) */
+                int lo = window > 0 && t - window + 1 > k0 ? t - window + 1 : k0;
+                float mx = -INFINITY;
+                for (int j = lo - k0; j <= t - k0; j++) {
+                    if (softcap > 0) s[j] = (float)(tanh(s[j] / softcap) * softcap);
+                    if (s[j] > mx) mx = s[j];
+                }
+                double sum = 0;
+                for (int j = lo - k0; j <= t - k0; j++) {
+                    s[j] = expf(s[j] - mx);
+                    sum += s[j];
+                }
+                float inv = (float)(1.0 / sum);
+                for (int j = 0; j < klen; j++) s[j] = (j >= lo - k0 && j <= t - k0) ? s[j] * inv : 0.0f;
+            }
+            /* out_h[t0:t1] = P [qb, klen] . V_g[k0:t1] [klen, hd] */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, qb, hd, klen, 1.0f, scores, klen,
+                        v + (size_t)k0 * ldk + (size_t)g * hd, ldk, 0.0f, out + (size_t)t0 * ldq + (size_t)h * hd,
+                        ldq);
+        }
+    }
+}

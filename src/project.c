@@ -1,0 +1,367 @@
+/* Subspace projection of task vectors onto SAE decoder spans, with energy
+ * accounting. */
+#include "stetho/project.h"
+#include "internal.h"
+
+#include <cblas.h>
+#include <jansson.h>
+#include <lapacke.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+stetho_status stetho_project_basis(const stetho_sae *sae, const int *features, size_t k, double tol, double **Q_out,
+                                   int *rank_out) {
+    int dm = sae->d_model;
+    if (k == 0) return st_err(STETHO_ERR_INVALID, "no features to project onto");
+    for (size_t j = 0; j < k; j++)
+        if (features[j] < 0 || features[j] >= sae->d_sae)
+            return st_err(STETHO_ERR_INVALID, "%s: feature index %d is outside the SAE's %d features", sae->dir, features[j],
+                          sae->d_sae);
+    if (tol <= 0) tol = 1e-6;
+    /* A [d_model, k] column-major: column j = W_dec[features[j]] */
+    double *A = st_malloc((size_t)dm * k * sizeof *A);
+    double *tau = st_malloc((k < (size_t)dm ? k : (size_t)dm) * sizeof *tau + sizeof *tau);
+    lapack_int *jpvt = st_calloc(k, sizeof *jpvt);
+    if (!A || !tau || !jpvt) {
+        st_free(A), st_free(tau), st_free(jpvt);
+        return STETHO_ERR_NOMEM;
+    }
+    for (size_t j = 0; j < k; j++)
+        for (int i = 0; i < dm; i++) A[j * (size_t)dm + (size_t)i] = sae->W_dec[(size_t)features[j] * (size_t)dm + (size_t)i];
+    lapack_int info = LAPACKE_dgeqp3(LAPACK_COL_MAJOR, dm, (lapack_int)k, A, dm, jpvt, tau);
+    stetho_status st = STETHO_OK;
+    if (info != 0) st = st_err(STETHO_ERR_INVALID, "QR of the decoder directions failed (LAPACK info %d)", (int)info);
+    int m = (int)(k < (size_t)dm ? k : (size_t)dm), rank = 0;
+    double r00 = st ? 0 : fabs(A[0]);
+    for (int i = 0; i < m && !st; i++)
+        if (fabs(A[(size_t)i * dm + (size_t)i]) > tol * r00) rank++;
+    if (!st && rank == 0) st = st_err(STETHO_ERR_INVALID, "the chosen decoder directions are all zero");
+    if (!st) {
+        info = LAPACKE_dorgqr(LAPACK_COL_MAJOR, dm, rank, rank, A, dm, tau);
+        if (info != 0) st = st_err(STETHO_ERR_INVALID, "forming Q failed (LAPACK info %d)", (int)info);
+    }
+    double *Q = st ? NULL : st_malloc((size_t)dm * (size_t)rank * sizeof *Q);
+    if (!st && !Q) st = STETHO_ERR_NOMEM;
+    if (!st) /* to row-major [d_model, rank] */
+        for (int i = 0; i < dm; i++)
+            for (int j = 0; j < rank; j++) Q[(size_t)i * rank + j] = A[(size_t)j * dm + i];
+    st_free(A), st_free(tau), st_free(jpvt);
+    if (st) return st;
+    *Q_out = Q;
+    *rank_out = rank;
+    return STETHO_OK;
+}
+
+static bool reads_residual(stetho_module m) {
+    return m == STETHO_MOD_ATTN_Q || m == STETHO_MOD_ATTN_K || m == STETHO_MOD_ATTN_V || m == STETHO_MOD_MLP_GATE ||
+           m == STETHO_MOD_MLP_UP;
+}
+static bool writes_residual(stetho_module m) { return m == STETHO_MOD_ATTN_O || m == STETHO_MOD_MLP_DOWN; }
+
+void stetho_project_report_free(stetho_project_report *r) {
+    st_free(r->tensors);
+    st_free(r->layers);
+    memset(r, 0, sizeof *r);
+}
+
+static double sumsq(const float *x, size_t n) {
+    double s = 0;
+#pragma omp parallel for reduction(+ : s)
+    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return s;
+}
+
+typedef struct {
+    int layer;
+    int rank, d_model;
+    float *Q; /* [d_model, rank] */
+} layer_basis;
+
+stetho_status stetho_project_taskvec(const stetho_checkpoint *tv, const stetho_sae_entry *saes, size_t n_saes,
+                                     const stetho_project_layer *sel, size_t n_sel, const stetho_project_opts *opts,
+                                     const char *out_path, stetho_project_report *rep) {
+    memset(rep, 0, sizeof *rep);
+    stetho_project_opts o = opts ? *opts : (stetho_project_opts){false, 1e-6};
+    stetho_status st = STETHO_OK;
+    layer_basis *bases = st_calloc(n_sel ? n_sel : 1, sizeof *bases);
+    rep->layers = st_calloc(n_sel ? n_sel : 1, sizeof *rep->layers);
+    rep->tensors = st_calloc(tv->n_tensors ? tv->n_tensors : 1, sizeof *rep->tensors);
+    float *buf = NULL, *tmp = NULL, *outb = NULL;
+    stetho_st_writer w;
+    bool have_writer = false;
+    if (!bases || !rep->layers || !rep->tensors) {
+        st = STETHO_ERR_NOMEM;
+        goto done;
+    }
+    int n_model_layers = stetho_checkpoint_n_layers(tv);
+    for (size_t i = 0; i < n_sel && !st; i++) {
+        const stetho_project_layer *L = &sel[i];
+        if (L->layer < 0 || L->layer >= n_model_layers) {
+            st = st_err(STETHO_ERR_INVALID, "layer %d is not in the task vector (layers 0-%d)", L->layer, n_model_layers - 1);
+            break;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (sel[j].layer == L->layer) st = st_err(STETHO_ERR_INVALID, "layer %d chosen twice", L->layer);
+        const stetho_sae_entry *e = NULL;
+        for (size_t j = 0; j < n_saes; j++)
+            if (saes[j].layer == L->layer) e = &saes[j];
+        if (!st && !e) st = st_err(STETHO_ERR_NOTFOUND, "no SAE for layer %d in the SAE directory", L->layer);
+        if (st) break;
+        stetho_sae sae;
+        if ((st = stetho_sae_load(&sae, e->path))) break;
+        double *Q;
+        int rank;
+        st = stetho_project_basis(&sae, L->features, L->n_features, o.rank_tol, &Q, &rank);
+        int dm = sae.d_model;
+        stetho_sae_free(&sae);
+        if (st) break;
+        bases[i] = (layer_basis){L->layer, rank, dm, st_malloc((size_t)dm * rank * sizeof(float))};
+        if (!bases[i].Q) {
+            st_free(Q);
+            st = STETHO_ERR_NOMEM;
+            break;
+        }
+        for (size_t q = 0; q < (size_t)dm * rank; q++) bases[i].Q[q] = (float)Q[q];
+        st_free(Q);
+        rep->layers[i] = (stetho_project_layer_stats){L->layer, (int)L->n_features, rank, dm, 0, 0};
+        rep->n_layers++;
+    }
+    if (st) goto done;
+
+    if (out_path) {
+        if ((st = stetho_st_writer_init(&w, out_path))) goto done;
+        have_writer = true;
+        st = stetho_st_writer_set_meta(&w, "format", "pt");
+        if (!st) st = stetho_st_writer_set_meta(&w, "stetho_projection", "{\"tool\": \"stetho " STETHO_VERSION "\"}");
+        for (size_t i = 0; i < tv->n_tensors && !st; i++) {
+            const stetho_tensor *t = tv->tensors[i];
+            if (stetho_dtype_is_float(t->dtype)) st = stetho_st_writer_declare(&w, t->name, STETHO_DTYPE_F32, t->ndim, t->shape);
+        }
+        if (st) goto done;
+    }
+    for (size_t i = 0; i < tv->n_tensors && !st; i++) {
+        const stetho_tensor *t = tv->tensors[i];
+        if (!stetho_dtype_is_float(t->dtype)) continue;
+        stetho_tensor_role role = stetho_arch_classify(t->name);
+        stetho_project_tensor_stats *ts = &rep->tensors[rep->n_tensors++];
+        ts->name = t->name;
+        ts->layer = role.layer;
+        ts->module = role.module;
+        const layer_basis *B = NULL;
+        stetho_project_layer_stats *LS = NULL;
+        for (size_t j = 0; j < rep->n_layers; j++)
+            if (bases[j].layer == role.layer) B = &bases[j], LS = &rep->layers[j];
+        bool rd = reads_residual(role.module), wr = writes_residual(role.module);
+        bool project = B && !role.is_bias && t->ndim == 2 && (rd || wr);
+        size_t n = (size_t)t->n_elements;
+        if (project && ((rd && t->shape[1] != (uint64_t)B->d_model) || (wr && t->shape[0] != (uint64_t)B->d_model))) {
+            st = st_err(STETHO_ERR_MISMATCH, "tensor '%s' has shape [%llu, %llu] but the layer %d SAE has d_model %d",
+                        t->name, (unsigned long long)t->shape[0], (unsigned long long)t->shape[1], B->layer, B->d_model);
+            break;
+        }
+        float *nb = st_realloc(buf, n * sizeof *buf + 4), *no = nb ? st_realloc(outb, n * sizeof *outb + 4) : NULL;
+        if (nb) buf = nb;
+        if (no) outb = no;
+        if (!nb || !no) {
+            st = STETHO_ERR_NOMEM;
+            break;
+        }
+        stetho_convert_to_f32(buf, t->data, t->dtype, n);
+        ts->energy_before = sumsq(buf, n);
+        rep->total_before += ts->energy_before;
+        if (project) {
+            int rows = (int)t->shape[0], cols = (int)t->shape[1], r = B->rank, dm = B->d_model;
+            size_t tn = (size_t)r * (size_t)(rd ? rows : cols);
+            float *nt = st_realloc(tmp, tn * sizeof *tmp + 4);
+            if (!nt) {
+                st = STETHO_ERR_NOMEM;
+                break;
+            }
+            tmp = nt;
+            if (rd) { /* dW [rows, d_model]: (dW Q) Q^T */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, r, dm, 1.0f, buf, cols, B->Q, r, 0.0f, tmp, r);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, dm, r, 1.0f, tmp, r, B->Q, r, 0.0f, outb, cols);
+            } else { /* dW [d_model, cols]: Q (Q^T dW) */
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, cols, dm, 1.0f, B->Q, r, buf, cols, 0.0f, tmp, cols);
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, dm, cols, r, 1.0f, B->Q, r, tmp, cols, 0.0f, outb, cols);
+            }
+            ts->projected = true;
+            ts->energy_after = sumsq(outb, n);
+            rep->projected_before += ts->energy_before;
+            rep->projected_after += ts->energy_after;
+            LS->energy_before += ts->energy_before;
+            LS->energy_after += ts->energy_after;
+        } else if (o.keep_other) {
+            memcpy(outb, buf, n * sizeof *outb);
+            ts->energy_after = ts->energy_before;
+        } else {
+            memset(outb, 0, n * sizeof *outb);
+        }
+        rep->total_after += ts->energy_after;
+        if (have_writer && n) st = stetho_st_writer_write(&w, outb, n * sizeof *outb);
+    }
+    for (size_t j = 0; j < rep->n_layers; j++)
+        rep->expected_random += rep->layers[j].energy_before * rep->layers[j].rank / rep->layers[j].d_model;
+    if (!st && have_writer) {
+        st = stetho_st_writer_finish(&w);
+        have_writer = false;
+    }
+done:
+    if (have_writer) stetho_st_writer_abort(&w);
+    for (size_t i = 0; i < n_sel && bases; i++) st_free(bases[i].Q);
+    st_free(bases);
+    st_free(buf), st_free(tmp), st_free(outb);
+    if (st) stetho_project_report_free(rep);
+    return st;
+}
+
+static json_t *num(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+static double ratio(double a, double b) { return b > 0 ? a / b : 0; }
+
+stetho_status stetho_project_report_json(const stetho_project_report *r, char **out) {
+    json_t *root = json_object(), *layers = json_array(), *tensors = json_array();
+    json_object_set_new(root, "energy_retained_projected", num(ratio(r->projected_after, r->projected_before)));
+    json_object_set_new(root, "random_subspace_expectation", num(ratio(r->expected_random, r->projected_before)));
+    json_object_set_new(root, "energy_retained_total", num(ratio(r->total_after, r->total_before)));
+    json_object_set_new(root, "tau_energy_total", num(r->total_before));
+    for (size_t i = 0; i < r->n_layers; i++) {
+        const stetho_project_layer_stats *l = &r->layers[i];
+        json_t *o = json_object();
+        json_object_set_new(o, "layer", json_integer(l->layer));
+        json_object_set_new(o, "k", json_integer(l->k));
+        json_object_set_new(o, "rank", json_integer(l->rank));
+        json_object_set_new(o, "d_model", json_integer(l->d_model));
+        json_object_set_new(o, "energy_retained", num(ratio(l->energy_after, l->energy_before)));
+        json_object_set_new(o, "random_expectation", num((double)l->rank / l->d_model));
+        json_array_append_new(layers, o);
+    }
+    for (size_t i = 0; i < r->n_tensors; i++) {
+        const stetho_project_tensor_stats *t = &r->tensors[i];
+        if (!t->projected) continue;
+        json_t *o = json_object();
+        json_object_set_new(o, "name", json_string(t->name));
+        json_object_set_new(o, "layer", json_integer(t->layer));
+        json_object_set_new(o, "module", json_string(stetho_module_name(t->module)));
+        json_object_set_new(o, "energy_before", num(t->energy_before));
+        json_object_set_new(o, "energy_retained", num(ratio(t->energy_after, t->energy_before)));
+        json_array_append_new(tensors, o);
+    }
+    json_object_set_new(root, "layers", layers);
+    json_object_set_new(root, "tensors", tensors);
+    *out = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(root);
+    return *out ? STETHO_OK : STETHO_ERR_NOMEM;
+}
+
+void stetho_project_layers_free(stetho_project_layer *l, size_t n) {
+    for (size_t i = 0; i < n; i++) st_free(l[i].features);
+    st_free(l);
+}
+
+static json_t *load_json_file(const char *path, stetho_status *st) {
+    char *text;
+    size_t len;
+    if ((*st = stetho_read_file(path, 256u << 20, &text, &len))) return NULL;
+    json_error_t e;
+    json_t *root = json_loadb(text, len, 0, &e);
+    st_free(text);
+    if (!root || !json_is_object(root)) {
+        *st = st_err(STETHO_ERR_FORMAT, "%s: not a JSON object (%s)", path, root ? "wrong type" : e.text);
+        json_decref(root);
+        return NULL;
+    }
+    return root;
+}
+
+/* Append indices from a JSON array (of integers or of {"index": i}) to a layer. */
+static stetho_status take_features(const char *path, int layer, json_t *arr, size_t limit, stetho_project_layer *L) {
+    size_t n = json_array_size(arr) < limit ? json_array_size(arr) : limit;
+    L->layer = layer;
+    L->features = st_calloc(n ? n : 1, sizeof *L->features);
+    if (!L->features) return STETHO_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_array_get(arr, i);
+        if (json_is_object(v)) v = json_object_get(v, "index");
+        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > (1 << 30))
+            return st_err(STETHO_ERR_FORMAT, "%s: layer %d: feature %zu is not a non-negative integer index", path, layer, i);
+        L->features[L->n_features++] = (int)json_integer_value(v);
+    }
+    return STETHO_OK;
+}
+
+stetho_status stetho_project_layers_from_scores(const char *path, int k, stetho_project_layer **out, size_t *n_out) {
+    *out = NULL;
+    *n_out = 0;
+    stetho_status st;
+    json_t *root = load_json_file(path, &st);
+    if (!root) return st;
+    json_t *layers = json_object_get(root, "layers");
+    if (!json_is_array(layers)) {
+        json_decref(root);
+        return st_err(STETHO_ERR_FORMAT, "%s: no \"layers\" array (is this a SCORES.json from 'stetho diagnose'?)", path);
+    }
+    stetho_project_layer *L = st_calloc(json_array_size(layers) + 1, sizeof *L);
+    size_t n = 0, i;
+    json_t *row;
+    st = L ? STETHO_OK : STETHO_ERR_NOMEM;
+    json_array_foreach(layers, i, row) {
+        if (st) break;
+        json_t *layer = json_object_get(row, "layer"), *feats = json_object_get(row, "top_features");
+        if (!json_is_integer(layer)) {
+            st = st_err(STETHO_ERR_FORMAT, "%s: layers[%zu] has no integer \"layer\"", path, i);
+            break;
+        }
+        if (!json_is_array(feats) || json_array_size(feats) == 0) continue; /* unscored */
+        if (json_array_size(feats) < (size_t)k) {
+            st = st_err(STETHO_ERR_INVALID, "%s: layer %lld lists %zu top features, fewer than the %d asked for", path,
+                        (long long)json_integer_value(layer), json_array_size(feats), k);
+            break;
+        }
+        st = take_features(path, (int)json_integer_value(layer), feats, (size_t)k, &L[n]);
+        n++;
+    }
+    json_decref(root);
+    if (!st && n == 0) st = st_err(STETHO_ERR_FORMAT, "%s: no scored layers with top_features", path);
+    if (st) {
+        stetho_project_layers_free(L, n);
+        return st;
+    }
+    *out = L;
+    *n_out = n;
+    return STETHO_OK;
+}
+
+stetho_status stetho_project_layers_from_file(const char *path, stetho_project_layer **out, size_t *n_out) {
+    *out = NULL;
+    *n_out = 0;
+    stetho_status st;
+    json_t *root = load_json_file(path, &st);
+    if (!root) return st;
+    stetho_project_layer *L = st_calloc(json_object_size(root) + 1, sizeof *L);
+    size_t n = 0;
+    const char *key;
+    json_t *v;
+    st = L ? STETHO_OK : STETHO_ERR_NOMEM;
+    json_object_foreach(root, key, v) {
+        if (st) break;
+        char *end;
+        long layer = strtol(key, &end, 10);
+        if (*key == '\0' || *end || layer < 0 || layer > 100000 || !json_is_array(v) || json_array_size(v) == 0) {
+            st = st_err(STETHO_ERR_FORMAT, "%s: expected {\"LAYER\": [feature indices], ...}; bad entry '%s'", path, key);
+            break;
+        }
+        st = take_features(path, (int)layer, v, json_array_size(v), &L[n]);
+        n++;
+    }
+    json_decref(root);
+    if (!st && n == 0) st = st_err(STETHO_ERR_FORMAT, "%s: no layers", path);
+    if (st) {
+        stetho_project_layers_free(L, n);
+        return st;
+    }
+    *out = L;
+    *n_out = n;
+    return STETHO_OK;
+}
