@@ -134,7 +134,7 @@ static stetho_status read_index(stetho_checkpoint *c, const char *index_path, js
             return st;
         }
     }
-    qsort(c->shard_names, c->n_shards, sizeof *c->shard_names, cmp_str);
+    if (c->n_shards > 1) qsort(c->shard_names, c->n_shards, sizeof *c->shard_names, cmp_str);
     json_incref(wm);
     *weight_map = wm;
     json_decref(root);
@@ -150,7 +150,7 @@ static stetho_status list_safetensors(stetho_checkpoint *c) {
     while ((e = readdir(d)) && !st)
         if (e->d_name[0] != '.' && ends_with(e->d_name, ".safetensors")) st = add_shard_name(c, e->d_name, &cap);
     closedir(d);
-    if (!st) qsort(c->shard_names, c->n_shards, sizeof *c->shard_names, cmp_str);
+    if (!st && c->n_shards > 1) qsort(c->shard_names, c->n_shards, sizeof *c->shard_names, cmp_str);
     return st;
 }
 
@@ -230,7 +230,7 @@ stetho_status stetho_checkpoint_open(stetho_checkpoint *c, const char *path) {
     for (size_t i = 0; i < c->n_shards; i++)
         for (size_t k = 0; k < c->shards[i].n_tensors; k++) c->tensors[c->n_tensors++] = &c->shards[i].tensors[k];
     memcpy(c->sorted, c->tensors, total * sizeof *c->sorted);
-    qsort(c->sorted, total, sizeof *c->sorted, cmp_tensor_name);
+    if (total > 1) qsort(c->sorted, total, sizeof *c->sorted, cmp_tensor_name);
     for (size_t i = 1; i < total; i++)
         if (!strcmp(c->sorted[i]->name, c->sorted[i - 1]->name)) {
             st = st_err(STETHO_ERR_FORMAT, "%s: tensor '%s' appears in both %s and %s", path, c->sorted[i]->name,

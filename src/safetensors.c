@@ -14,8 +14,6 @@
 
 /* ---------------------------------------------------------------- reading */
 
-static const stetho_st_file *g_sort_file; /* qsort context; only used under open */
-
 static int cmp_offset(const void *a, const void *b) {
     const stetho_tensor *x = a, *y = b;
     if (x->offset != y->offset) return x->offset < y->offset ? -1 : 1;
@@ -23,9 +21,9 @@ static int cmp_offset(const void *a, const void *b) {
     return strcmp(x->name, y->name);
 }
 
-static int cmp_by_name(const void *a, const void *b) {
-    size_t i = *(const size_t *)a, j = *(const size_t *)b;
-    return strcmp(g_sort_file->tensors[i].name, g_sort_file->tensors[j].name);
+static int cmp_by_name(const void *a, const void *b, void *file) {
+    const stetho_tensor *t = ((const stetho_st_file *)file)->tensors;
+    return strcmp(t[*(const size_t *)a].name, t[*(const size_t *)b].name);
 }
 
 static int cmp_kv(const void *a, const void *b) {
@@ -188,9 +186,7 @@ static stetho_status parse_header(stetho_st_file *f, const char *label) {
         goto done;
     }
     for (i = 0; i < n; i++) f->by_name[i] = i;
-    g_sort_file = f;
-    qsort(f->by_name, n, sizeof *f->by_name, cmp_by_name);
-    g_sort_file = NULL;
+    qsort_r(f->by_name, n, sizeof *f->by_name, cmp_by_name, f);
 done:
     json_decref(root);
     return st;

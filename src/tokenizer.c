@@ -101,16 +101,10 @@ void tk_bytelevel_tables(uint32_t byte_to_cp[256]) {
 
 static int cp_to_byte(uint32_t cp) {
     if ((cp >= 33 && cp <= 126) || (cp >= 161 && cp <= 172) || (cp >= 174 && cp <= 255)) return (int)cp;
-    static int rev[68];
-    static bool init;
-    if (!init) { /* idempotent: every thread writes the same values */
-        uint32_t t[256];
-        tk_bytelevel_tables(t);
-        for (int b = 0; b < 256; b++)
-            if (t[b] >= 256) rev[t[b] - 256] = b;
-        init = true;
-    }
-    return cp >= 256 && cp < 256 + 68 ? rev[cp - 256] : -1;
+    /* the remapped bytes, in order: 0..32, 127..160, 173 became 256, 257, ... 323 */
+    if (cp < 256 || cp > 323) return -1;
+    uint32_t n = cp - 256;
+    return n <= 32 ? (int)n : n <= 66 ? (int)(127 + n - 33) : 173;
 }
 
 /* ---- growable vectors ---------------------------------------------------------- */
@@ -159,7 +153,7 @@ static void plist_clear(plist *l) {
     l->arena.len = 0;
     l->n = 0;
 }
-static const char *pstr(const plist *l, size_t i) { return l->arena.data + l->p[i].off; }
+static const char *pstr(const plist *l, size_t i) { return l->arena.data ? l->arena.data + l->p[i].off : ""; }
 
 /* Start a new piece; its bytes are appended to l->arena afterwards. */
 static bool plist_begin(plist *l, bool first) {
@@ -180,7 +174,7 @@ static bool plist_end(plist *l) {
     return true;
 }
 static bool plist_add(plist *l, const char *s, size_t n, bool first) {
-    return plist_begin(l, first) && st_buf_append(&l->arena, s, n) && plist_end(l);
+    return plist_begin(l, first) && (n == 0 || st_buf_append(&l->arena, s, n)) && plist_end(l);
 }
 
 static stetho_status nomem(void) { return st_err(STETHO_ERR_NOMEM, "out of memory in the tokenizer"); }
@@ -316,6 +310,7 @@ static stetho_status replace_all(const tk_pattern *pat, const char *rep, size_t 
     stetho_status st = find_matches(pat, b->data ? b->data : "", b->len, sp);
     if (st) return st;
     tmp->len = 0;
+    st_buf_append(tmp, "", 0); /* allocate even when empty: callers read ->data */
     for (size_t k = 0; k < sp->n; k++) {
         if (sp->s[k].match) st_buf_append(tmp, rep, rep_len);
         else st_buf_append(tmp, b->data + sp->s[k].start, sp->s[k].end - sp->s[k].start);

@@ -13,7 +13,7 @@
 typedef struct {
     char *arena;         /* keys, NUL-separated: arena[koff .. koff+klen) */
     size_t arena_len, arena_cap;
-    uint32_t *slots;     /* index+1 into keys, 0 = empty */
+    uint64_t *slots;     /* (hash >> 32) << 32 | (key index + 1); 0 = empty */
     size_t cap;          /* power of two */
     size_t count;
     uint32_t *koff, *klen; /* [count] */

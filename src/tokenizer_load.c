@@ -4,11 +4,12 @@
  * is refused at load time with STETHO_ERR_UNSUPPORTED rather than approximated. */
 #include "tokenizer_internal.h"
 
-#include "stetho/checkpoint.h"
-
 #include <jansson.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* ---- hash maps ---------------------------------------------------------- */
 
@@ -50,14 +51,19 @@ void tk_strmap_free(tk_strmap *m) {
     memset(m, 0, sizeof *m);
 }
 
+/* A slot keeps the hash's high half beside the key index, so a probe compares
+ * strings only when those bits agree (most misses cost no arena access). */
+static uint64_t slot_of(uint64_t h, size_t k) { return (h >> 32) << 32 | (uint64_t)(k + 1); }
+
 static bool strmap_grow(tk_strmap *m) {
     size_t ncap = m->cap * 2;
-    uint32_t *ns = st_calloc(ncap, sizeof *ns);
+    uint64_t *ns = st_calloc(ncap, sizeof *ns);
     if (!ns) return false;
     for (size_t k = 0; k < m->count; k++) {
-        size_t i = hash_bytes(m->arena + m->koff[k], m->klen[k]) & (ncap - 1);
+        uint64_t h = hash_bytes(m->arena + m->koff[k], m->klen[k]);
+        size_t i = h & (ncap - 1);
         while (ns[i]) i = (i + 1) & (ncap - 1);
-        ns[i] = (uint32_t)k + 1;
+        ns[i] = slot_of(h, k);
     }
     st_free(m->slots);
     m->slots = ns;
@@ -67,12 +73,13 @@ static bool strmap_grow(tk_strmap *m) {
 
 int32_t tk_strmap_get(const tk_strmap *m, const char *s, size_t len) {
     if (!m->slots) return -1;
-    size_t i = hash_bytes(s, len) & (m->cap - 1);
+    uint64_t h = hash_bytes(s, len), tag = h >> 32;
+    size_t i = h & (m->cap - 1);
     for (;;) {
-        uint32_t k = m->slots[i];
-        if (!k) return -1;
-        k--;
-        if (m->klen[k] == len && !memcmp(m->arena + m->koff[k], s, len)) return m->val[k];
+        uint64_t sl = m->slots[i];
+        if (!sl) return -1;
+        size_t k = (uint32_t)sl - 1;
+        if ((sl >> 32) == tag && m->klen[k] == len && !memcmp(m->arena + m->koff[k], s, len)) return m->val[k];
         i = (i + 1) & (m->cap - 1);
     }
 }
@@ -82,12 +89,13 @@ bool tk_strmap_put(tk_strmap *m, const char *s, size_t len, int32_t val, int32_t
         st_err(STETHO_ERR_NOMEM, "token of %zu bytes is too long", len);
         return false;
     }
-    size_t i = hash_bytes(s, len) & (m->cap - 1);
+    uint64_t h = hash_bytes(s, len), tag = h >> 32;
+    size_t i = h & (m->cap - 1);
     for (;;) {
-        uint32_t k = m->slots[i];
-        if (!k) break;
-        k--;
-        if (m->klen[k] == len && !memcmp(m->arena + m->koff[k], s, len)) {
+        uint64_t sl = m->slots[i];
+        if (!sl) break;
+        size_t k = (uint32_t)sl - 1;
+        if ((sl >> 32) == tag && m->klen[k] == len && !memcmp(m->arena + m->koff[k], s, len)) {
             m->val[k] = val;
             if (key_index) *key_index = (int32_t)k;
             return true;
@@ -132,7 +140,7 @@ bool tk_strmap_put(tk_strmap *m, const char *s, size_t len, int32_t val, int32_t
     m->klen[k] = (uint32_t)len;
     m->val[k] = val;
     m->arena_len = need;
-    m->slots[i] = (uint32_t)k + 1;
+    m->slots[i] = slot_of(h, k);
     if (key_index) *key_index = (int32_t)k;
     if (m->count * 4 > m->cap * 3 && !strmap_grow(m)) return false; /* keep load <= 3/4 */
     return true;
@@ -670,14 +678,30 @@ static bool is_dir(const char *p) {
 
 /* Parse the file with jansson, except (when fast) model.vocab and model.merges,
  * which tokenizer_scan.c reads; see there for why. */
-static stetho_status load_json(const char *file, bool fast, json_t **root, char **raw, size_t spans[2][2]) {
+/* The file mapped read-only (the page cache is used in place: no 33 MB copy), or NULL. */
+static char *map_file(const char *path, size_t *n) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    struct stat sb;
+    void *p = NULL;
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && sb.st_size > 0) {
+        p = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (p == MAP_FAILED) p = NULL;
+        else *n = (size_t)sb.st_size;
+    }
+    close(fd);
+    return p;
+}
+
+static stetho_status load_json(const char *file, bool fast, json_t **root, char **raw, size_t *raw_len,
+                               size_t spans[2][2]) {
     json_error_t jerr;
     *root = NULL;
     *raw = NULL;
     if (fast) {
-        size_t n;
-        char *text;
-        if (stetho_read_file(file, (size_t)1 << 32, &text, &n) == STETHO_OK) {
+        size_t n = 0;
+        char *text = map_file(file, &n);
+        if (text) {
             if (tk_scan_locate(text, n, spans[0], spans[1])) {
                 /* the text with the two members replaced by {} and [] (both spans are inside model) */
                 int first = spans[0][0] < spans[1][0] ? 0 : 1, second = 1 - first;
@@ -693,9 +717,10 @@ static stetho_status load_json(const char *file, bool fast, json_t **root, char 
             }
             if (*root) {
                 *raw = text;
+                *raw_len = n;
                 return STETHO_OK;
             }
-            st_free(text);
+            munmap(text, n);
         }
         stetho_clear_error();
     }
@@ -733,7 +758,7 @@ static stetho_status load_impl(stetho_tokenizer *tok, const char *path, bool fas
     json_t *root = NULL, *cfg = NULL;
     json_error_t jerr;
     char *raw = NULL;
-    size_t spans[2][2];
+    size_t raw_len = 0, spans[2][2];
     tok->path = st_strdup(file.data);
     tok->impl = st_calloc(1, sizeof *tok->impl);
     if (!tok->path || !tok->impl) {
@@ -742,7 +767,7 @@ static stetho_status load_impl(stetho_tokenizer *tok, const char *path, bool fas
     }
     stetho_tok_impl *t = tok->impl;
     for (int i = 0; i < 256; i++) t->byte_id[i] = -1;
-    if ((st = load_json(file.data, fast, &root, &raw, spans))) {
+    if ((st = load_json(file.data, fast, &root, &raw, &raw_len, spans))) {
         if (st == STETHO_ERR_NOTFOUND && is_dir(path))
             st = st_err(st, "%s: cannot open (no tokenizer.json in this directory)", file.data);
         goto done;
@@ -806,7 +831,7 @@ static stetho_status load_impl(stetho_tokenizer *tok, const char *path, bool fas
     if (tok->bos_id < 0 && t->n_tmpl_pre) tok->bos_id = t->tmpl_pre[0];
 
 done:
-    st_free(raw);
+    if (raw) munmap(raw, raw_len);
     json_decref(root);
     json_decref(cfg);
     st_buf_free(&file);

@@ -311,6 +311,8 @@ static void test_bytelevel_llama3(void **state) {
     const int32_t a[] = {265, 259, 262, 'l', 'd', ' ', 263, '3'};
     check_dec(&tok, a, 8, true, "Hello world 123");
     check_dec(&tok, a, 8, false, "<|begin_of_text|>Hello world 123");
+    const int32_t ctl[] = {'a', '\r', '\n', 0xC2, 0xA0, 0x7F, 0xC2, 0xAD}; /* remapped bytes 0..32, 127..160, 173 */
+    check_dec(&tok, ctl, 8, false, "a\r\n\xc2\xa0\x7f\xc2\xad");
     const int32_t e[] = {'x', 0xC3, 0xA9};
     check_dec(&tok, e, 3, false, "x\xc3\xa9");
     /* invalid UTF-8 decodes lossily: E2 82 is one maximal invalid subpart -> one U+FFFD */

@@ -178,7 +178,7 @@ int cmd_detokenize(int argc, char **argv) {
     int rc = parse_args(argc, argv, "detokenize", help_detokenize, "--ids", "--skip-special", &o);
     if (rc >= 0) return rc;
     int32_t *ids = NULL;
-    size_t n;
+    size_t n = 0;
     if (o.ids && (rc = parse_id_list(o.ids, &ids, &n))) return rc;
     stetho_tokenizer tok;
     if ((rc = load(&tok, o.path))) {

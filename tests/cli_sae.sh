@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# CLI tests for `stetho sae inspect|encode` and `stetho project`, on fixtures
+# written byte by byte: a 2-dimensional residual stream, a 3-feature SAELens SAE.
+set -u
+STETHO=${1:?usage: cli_sae.sh path/to/stetho}
+T=${STETHO_TMP:-/tmp}/cli-sae-$$
+rm -rf "$T"; mkdir -p "$T"
+fails=0; passes=0
+ok()  { passes=$((passes + 1)); }
+bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
+le64() { local n=$1 s=""; for _ in 1 2 3 4 5 6 7 8; do s+=$(printf '\\x%02x' $((n & 255))); n=$((n >> 8)); done; printf "$s"; }
+st() { { le64 ${#2}; printf '%s' "$2"; printf "$3"; } > "$1"; }
+one='\x00\x00\x80\x3f'; neg='\x00\x00\x80\xbf'; two='\x00\x00\x00\x40'; z='\x00\x00\x00\x00'; half='\x00\x00\x00\x3f'
+
+# SAE: W_enc [2,3] = [[1,0,1],[0,1,1]], W_dec [3,2] = [[1,0],[0,1],[1,0]] (feature 2 repeats feature 0's direction)
+mkdir -p "$T/saes/layer_0"
+H='{"W_enc":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},"W_dec":{"dtype":"F32","shape":[3,2],"data_offsets":[24,48]},'
+H+='"b_enc":{"dtype":"F32","shape":[3],"data_offsets":[48,60]},"b_dec":{"dtype":"F32","shape":[2],"data_offsets":[60,68]}}'
+st "$T/saes/layer_0/sae_weights.safetensors" "$H" "$one$z$one$z$one$one$one$z$z$one$one$z$z$z$z$z$z"
+echo '{"architecture":"standard","d_in":2,"d_sae":3,"hook_name":"blocks.0.hook_resid_post"}' > "$T/saes/layer_0/cfg.json"
+
+out=$("$STETHO" sae inspect "$T/saes/layer_0") && ok || bad "sae inspect exit"
+grep -q "saelens" <<<"$out" && grep -q "d_sae: *3" <<<"$out" && grep -q "blocks.0.hook_resid_post" <<<"$out" && ok || bad "inspect: $out"
+
+# activations for two tokens: (1, 2) and (-1, 0.5)
+A='{"blocks.0.hook_resid_post":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}'
+st "$T/acts.safetensors" "$A" "$one$two$neg$half"
+"$STETHO" sae encode "$T/saes/layer_0" --input "$T/acts.safetensors" -o "$T/f.safetensors" --top 2 --reconstruct >/dev/null && ok || bad "encode"
+out=$("$STETHO" inspect "$T/f.safetensors") || bad "inspect features"
+grep -qE "top_indices +I32 +\[2, 2\]" <<<"$out" && grep -qE "reconstruction +F32 +\[2, 2\]" <<<"$out" && ok || bad "encode outputs: $out"
+# token 0: pre = (1, 2, 3) -> top 2 = features 2 (3.0) then 1 (2.0): bytes of I32 2 and 1 lead the data section
+hl=$(od -An -t u8 -N8 "$T/f.safetensors" | tr -d ' ')
+first=$(od -An -t d4 -j $((8 + hl)) -N8 "$T/f.safetensors" | tr -s ' ')
+[ "$first" = " 2 1" ] && ok || bad "top features of token 0: '$first'"
+"$STETHO" sae encode "$T/saes/layer_0" --input "$T/acts.safetensors" -o "$T/f2.safetensors" --tensor nope 2>/dev/null; [ $? -eq 1 ] && ok || bad "missing --tensor not refused"
+
+# task vector on a one-layer model: q_proj [2, 2] reads the residual, o_proj [2, 2] writes it
+M='{"model.layers.0.self_attn.q_proj.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},'
+M+='"model.layers.0.self_attn.o_proj.weight":{"dtype":"F32","shape":[2,2],"data_offsets":[16,32]},'
+M+='"model.layers.0.input_layernorm.weight":{"dtype":"F32","shape":[2],"data_offsets":[32,40]}}'
+mkdir -p "$T/base"
+st "$T/base/model.safetensors" "$M" "$z$z$z$z$z$z$z$z$one$one"
+st "$T/tv.safetensors" "$M" "$one$two$one$two$one$one$two$two$half$half"
+echo '{"0": [0, 2]}' > "$T/feats.json"
+out=$("$STETHO" project --task-vector "$T/tv.safetensors" --sae-dir "$T/saes" --features-file "$T/feats.json" -o "$T/p.safetensors" --json "$T/p.json") && ok || bad "project exit: $out"
+# span = e0 (rank 1): q' = q P keeps column 0 -> (1,0,1,0); o' = P o keeps row 0 -> (1,1,0,0)
+grep -qE "^0 +2 +1 +2 " <<<"$out" && ok || bad "project table (k 2, rank 1): $out"
+grep -q "random_subspace_expectation" "$T/p.json" && ok || bad "project json"
+out=$("$STETHO" diff "$T/base" "$T/p.safetensors" --stats-only --allow-missing 2>&1) || true
+"$STETHO" edit "$T/base" --task-vector "$T/p.safetensors" -o "$T/edited" >/dev/null && ok || bad "edit with projected tv"
+hl=$(od -An -t u8 -N8 "$T/p.safetensors" | tr -d ' ')
+vals=$(od -An -t f4 -j $((8 + hl)) -N32 "$T/p.safetensors" | tr -s ' ' | tr '\n' ' ')
+[ "$(echo $vals)" = "1 0 1 0 1 1 0 0" ] && ok || bad "projected values: $vals"
+
+# refusals
+"$STETHO" project --task-vector "$T/tv.safetensors" --sae-dir "$T/saes" -o "$T/x.safetensors" 2>/dev/null; [ $? -eq 2 ] && ok || bad "no selection: want exit 2"
+echo '{"0": [7]}' > "$T/bad.json"
+err=$("$STETHO" project --task-vector "$T/tv.safetensors" --sae-dir "$T/saes" --features-file "$T/bad.json" -o "$T/x.safetensors" 2>&1); rc=$?
+[ $rc -ne 0 ] && grep -q "feature index 7" <<<"$err" && [ ! -e "$T/x.safetensors" ] && ok || bad "bad feature: rc=$rc $err"
+echo '{"5": [0]}' > "$T/nolayer.json"
+err=$("$STETHO" project --task-vector "$T/tv.safetensors" --sae-dir "$T/saes" --features-file "$T/nolayer.json" -o "$T/x.safetensors" 2>&1)
+grep -q "layer 5" <<<"$err" && ok || bad "layer outside: $err"
+err=$("$STETHO" sae inspect "$T" 2>&1); [ $? -eq 1 ] && grep -q "no SAE found" <<<"$err" && ok || bad "sae inspect on a non-SAE: $err"
+
+echo "$passes passed, $fails failed"
+rm -rf "$T"
+[ $fails -eq 0 ]
