@@ -70,7 +70,7 @@ stetho_status stetho_jsonl_next(stetho_jsonl_reader *r, bool *got) {
         while (i < r->line_len && (r->line[i] == ' ' || r->line[i] == '\t')) i++;
         if (i == r->line_len) continue; /* blank line */
         json_error_t jerr;
-        json_t *o = json_loadb(r->line, r->line_len, JSON_REJECT_DUPLICATES, &jerr);
+        json_t *o = json_loadb(r->line, r->line_len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
         if (!o) return st_err(STETHO_ERR_FORMAT, "%s:%zu: invalid JSON (%s)", r->path, r->line_no, jerr.text);
         if (!json_is_object(o)) {
             json_decref(o);

@@ -33,8 +33,10 @@ stetho_status stetho_jsonl_open(stetho_jsonl_reader *r, const char *path);
 stetho_status stetho_jsonl_next(stetho_jsonl_reader *r, bool *got);
 void stetho_jsonl_close(stetho_jsonl_reader *r);
 
-/* A required string field of the current object; NULL with an error set
- * ("path:line: missing string field 'text'") if absent or not a string. */
+/* A required string field of the current object, valid until the next call of
+ * next; NULL with an error set ("path:line: missing string field 'text'") if
+ * absent or not a string. Strings may hold NUL (\u0000): take the full length
+ * from json_string_length(json_object_get(r->obj, field)) when that matters. */
 const char *stetho_jsonl_string(stetho_jsonl_reader *r, const char *field);
 
 #ifdef __cplusplus
