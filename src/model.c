@@ -413,8 +413,8 @@ bad:
                   "hook_resid_post; L may be *)", name);
 }
 
-stetho_status stetho_hooks_add_at(stetho_hooks *h, int layer, stetho_hook_kind kind, stetho_hook_fn fn, void *user) {
-    if (!fn || (unsigned)kind >= STETHO_HOOK_KIND_COUNT || layer < -1)
+static stetho_status add_reg(stetho_hooks *h, stetho_hook_reg reg) {
+    if ((!reg.fn && !reg.edit) || (unsigned)reg.kind >= STETHO_HOOK_KIND_COUNT || reg.layer < -1)
         return st_err(STETHO_ERR_INVALID, "bad hook registration");
     if (h->n == h->cap) {
         size_t cap = h->cap ? 2 * h->cap : 8;
@@ -423,24 +423,34 @@ stetho_status stetho_hooks_add_at(stetho_hooks *h, int layer, stetho_hook_kind k
         h->regs = r;
         h->cap = cap;
     }
-    h->regs[h->n++] = (stetho_hook_reg){layer, kind, fn, user};
+    h->regs[h->n++] = reg;
     return STETHO_OK;
+}
+
+stetho_status stetho_hooks_add_at(stetho_hooks *h, int layer, stetho_hook_kind kind, stetho_hook_fn fn, void *user) {
+    return add_reg(h, (stetho_hook_reg){layer, kind, fn, NULL, user});
 }
 
 stetho_status stetho_hooks_add(stetho_hooks *h, const char *name, stetho_hook_fn fn, void *user) {
     int layer = 0;
     stetho_hook_kind kind = STETHO_HOOK_RESID_PRE;
     stetho_status st = stetho_hook_parse(name, &layer, &kind);
-    return st ? st : stetho_hooks_add_at(h, layer, kind, fn, user);
+    return st ? st : add_reg(h, (stetho_hook_reg){layer, kind, fn, NULL, user});
 }
 
-static stetho_status run_hooks(const stetho_hooks *h, int layer, stetho_hook_kind kind, const float *data, int T,
-                               int D) {
+stetho_status stetho_hooks_add_edit(stetho_hooks *h, const char *name, stetho_hook_edit_fn fn, void *user) {
+    int layer = 0;
+    stetho_hook_kind kind = STETHO_HOOK_RESID_PRE;
+    stetho_status st = stetho_hook_parse(name, &layer, &kind);
+    return st ? st : add_reg(h, (stetho_hook_reg){layer, kind, NULL, fn, user});
+}
+
+static stetho_status run_hooks(const stetho_hooks *h, int layer, stetho_hook_kind kind, float *data, int T, int D) {
     if (!h) return STETHO_OK;
     for (size_t i = 0; i < h->n; i++) {
         const stetho_hook_reg *r = &h->regs[i];
         if (r->kind != kind || (r->layer != -1 && r->layer != layer)) continue;
-        stetho_status st = r->fn(r->user, layer, kind, data, T, D);
+        stetho_status st = r->edit ? r->edit(r->user, layer, kind, data, T, D) : r->fn(r->user, layer, kind, data, T, D);
         if (st) return st;
     }
     return STETHO_OK;

@@ -514,6 +514,47 @@ static void test_hooks(void **state) {
     stetho_model_free(&m);
 }
 
+static stetho_status zero_edit(void *user, int layer, stetho_hook_kind kind, float *data, int T, int D) {
+    (void)user, (void)layer, (void)kind;
+    memset(data, 0, sizeof(float) * (size_t)T * (size_t)D);
+    return STETHO_OK;
+}
+
+static double g_seen_sum;
+static stetho_status sum_hook(void *user, int layer, stetho_hook_kind kind, const float *data, int T, int D) {
+    (void)user, (void)layer, (void)kind;
+    for (size_t i = 0; i < (size_t)T * (size_t)D; i++) g_seen_sum += fabs(data[i]);
+    return STETHO_OK;
+}
+
+/* Editing hooks change what the rest of the model sees: zeroing the last
+ * residual stream makes Gemma's final norm output 0, so every logit is 0, and a
+ * reader registered after the editor sees the edited block. */
+static void test_edit_hooks(void **state) {
+    (void)state;
+    tu_model_spec s = {.n_layers = 2, .seed = 3};
+    stetho_model m;
+    assert_int_equal(stetho_model_load(&m, tu_make_model(tu_tmpdir("model_edit"), &s)), STETHO_OK);
+    int32_t tok[4] = {2, 5, 6, 7};
+    float *logits = malloc(sizeof(float) * 4 * 32);
+    assert_int_equal(stetho_model_forward(&m, tok, 4, logits, NULL), STETHO_OK);
+    double before = 0;
+    for (int i = 0; i < 4 * 32; i++) before += fabs(logits[i]);
+    assert_true(before > 0);
+    stetho_hooks h;
+    stetho_hooks_init(&h);
+    assert_int_equal(stetho_hooks_add_edit(&h, "blocks.1.hook_resid_post", zero_edit, NULL), STETHO_OK);
+    assert_int_equal(stetho_hooks_add(&h, "blocks.1.hook_resid_post", sum_hook, NULL), STETHO_OK);
+    g_seen_sum = 0;
+    assert_int_equal(stetho_model_forward(&m, tok, 4, logits, &h), STETHO_OK);
+    assert_true(g_seen_sum == 0);
+    for (int i = 0; i < 4 * 32; i++) assert_true(logits[i] == 0.0f);
+    assert_int_equal(stetho_hooks_add_edit(&h, "blocks.9.hook_nope", zero_edit, NULL), STETHO_ERR_INVALID);
+    stetho_hooks_free(&h);
+    free(logits);
+    stetho_model_free(&m);
+}
+
 /* Bad input: clear errors, no crash. */
 static void test_bad_input(void **state) {
     (void)state;
@@ -605,6 +646,7 @@ int main(void) {
         cmocka_unit_test(test_gemma3_long_rope_parameters),
         cmocka_unit_test(test_llama_and_multimodal_generated),
         cmocka_unit_test(test_hooks),
+        cmocka_unit_test(test_edit_hooks),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_capture_file),
     };

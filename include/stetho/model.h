@@ -120,10 +120,18 @@ const char *stetho_hook_kind_name(stetho_hook_kind k);
 typedef stetho_status (*stetho_hook_fn)(void *user, int layer, stetho_hook_kind kind, const float *data,
                                         int n_tokens, int dim);
 
+/* An editing consumer: like stetho_hook_fn, but `data` is the live block and may
+ * be changed in place. At hook_resid_pre / hook_resid_post the change becomes the
+ * residual stream the rest of the model sees (e.g. splicing in an SAE's
+ * reconstruction); at hook_attn_out / hook_mlp_out it changes what is added. */
+typedef stetho_status (*stetho_hook_edit_fn)(void *user, int layer, stetho_hook_kind kind, float *data, int n_tokens,
+                                             int dim);
+
 typedef struct {
     int layer; /* -1 = every layer */
     stetho_hook_kind kind;
-    stetho_hook_fn fn;
+    stetho_hook_fn fn;        /* exactly one of fn and edit is set */
+    stetho_hook_edit_fn edit;
     void *user;
 } stetho_hook_reg;
 
@@ -139,6 +147,8 @@ stetho_status stetho_hook_parse(const char *name, int *layer, stetho_hook_kind *
 /* Register fn for a hook name (as stetho_hook_parse takes). Consumers of the
  * same hook are called in registration order. */
 stetho_status stetho_hooks_add(stetho_hooks *h, const char *name, stetho_hook_fn fn, void *user);
+/* Register an editing consumer (see stetho_hook_edit_fn) for a hook name. */
+stetho_status stetho_hooks_add_edit(stetho_hooks *h, const char *name, stetho_hook_edit_fn fn, void *user);
 /* Register for (layer, kind) directly (layer -1 = all). */
 stetho_status stetho_hooks_add_at(stetho_hooks *h, int layer, stetho_hook_kind kind, stetho_hook_fn fn, void *user);
 
