@@ -28,7 +28,7 @@ bench:
 
 fuzz:
 	@CC=clang cmake -S . -B build-fuzz -DSTETHO_FUZZ=ON -DSTETHO_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug >/dev/null
-	@$(MAKE) --no-print-directory -C build-fuzz -j$(JOBS)
+	@$(MAKE) --no-print-directory -C build-fuzz -j$(JOBS) fuzzers
 	@bash fuzz/run.sh build-fuzz $${FUZZ_SECONDS:-60}
 
 clean:

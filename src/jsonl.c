@@ -28,10 +28,22 @@ stetho_status stetho_jsonl_open(stetho_jsonl_reader *r, const char *path) {
     return STETHO_OK;
 }
 
+stetho_status stetho_jsonl_open_stream(stetho_jsonl_reader *r, FILE *fp, const char *label) {
+    memset(r, 0, sizeof *r);
+    r->max_line = JSONL_DEFAULT_MAX_LINE;
+    if (!(r->path = st_strdup(label))) return STETHO_ERR_NOMEM;
+    r->fp = fp;
+    return STETHO_OK;
+}
+
 /* Read one line into r->line; false at EOF with nothing read. */
 static stetho_status read_line(stetho_jsonl_reader *r, bool *got) {
     r->line_len = 0;
     *got = false;
+    if (!r->line) { /* an empty first line still needs room for its terminator */
+        if (!(r->line = st_malloc(4096))) return STETHO_ERR_NOMEM;
+        r->line_cap = 4096;
+    }
     int c;
     while ((c = getc(r->fp)) != EOF) {
         *got = true;

@@ -500,7 +500,7 @@ static const char *strip_unit(const char *p, const char *e) {
     if (q - p >= 2 && q[-2] == '^' && (q[-1] == '2' || q[-1] == '3')) q -= 2;
     const char *w = q;
     while (w > p && isalpha((unsigned char)w[-1])) w--;
-    if (q - w >= 3 && w > p && (isdigit((unsigned char)w[-1]) || w[-1] == '}') && (w - 1 < p || w[-2] != '\\')) {
+    if (q - w >= 3 && w > p && (isdigit((unsigned char)w[-1]) || w[-1] == '}') && (w - p < 2 || w[-2] != '\\')) {
         /* and the word is not a command's name */
         const char *c = w;
         while (c > p && isalpha((unsigned char)c[-1])) c--;

@@ -182,8 +182,21 @@ static void test_malformed(void **state) {
     assert_int_equal(stetho_latex_equivalent(NULL, "1", &eq), STETHO_ERR_INVALID);
 }
 
+/* A unit word right after a one-character number at the very start of the
+ * string: the unit stripper once read one byte before the string (found by
+ * fuzz_answer; ASan builds catch a regression). */
+static void test_unit_word_at_start(void **state) {
+    (void)state;
+    bool eq = false;
+    assert_int_equal(stetho_latex_equivalent("5abc", "5abc", &eq), STETHO_OK);
+    assert_true(eq);
+    assert_int_equal(stetho_latex_equivalent("}miles", "}miles", &eq), STETHO_OK);
+    assert_true(eq);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_unit_word_at_start),
         cmocka_unit_test(test_gold_self_equivalence),
         cmocka_unit_test(test_reference_pairs),
         cmocka_unit_test(test_equivalent_forms),

@@ -27,6 +27,9 @@ typedef struct {
 
 /* Open a file ("-" = stdin). */
 stetho_status stetho_jsonl_open(stetho_jsonl_reader *r, const char *path);
+/* Read from an open stream (not closed by stetho_jsonl_close); label names it
+ * in errors. */
+stetho_status stetho_jsonl_open_stream(stetho_jsonl_reader *r, FILE *fp, const char *label);
 /* Read the next object. Returns STETHO_OK with *got = true and r->obj set, or
  * STETHO_OK with *got = false at end of file, or STETHO_ERR_FORMAT naming
  * path:line (the reader stays usable: call next again to skip the bad line). */
