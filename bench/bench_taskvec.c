@@ -226,6 +226,11 @@ int main(int argc, char **argv) {
            peak_edit / 1024.0);
     printf("diff %.2f GB/s read+write, edit %.2f GB/s (baseline: plain read()+write() of the same bytes)\n",
            (in_d + tv_bytes) / t_diff / 1e9, (in_e + model_bytes) / t_edit / 1e9);
+    /* machine-readable lines for bench/run.sh's summary: name, value, unit, baseline, ratio (lower is better) */
+    printf("RESULT\ttaskvec_diff_%.1fGB\t%.3f\ts\t%.3f\t%.3f\n", model_bytes / 1e9, t_diff, b_diff, t_diff / b_diff);
+    printf("RESULT\ttaskvec_edit_%.1fGB\t%.3f\ts\t%.3f\t%.3f\n", model_bytes / 1e9, t_edit, b_edit, t_edit / b_edit);
+    printf("RESULT\ttaskvec_diff_peak_anon\t%.1f\tMB\t512\t%.3f\n", peak_diff / 1024.0, peak_diff / 1024.0 / 512);
+    printf("RESULT\ttaskvec_edit_peak_anon\t%.1f\tMB\t512\t%.3f\n", peak_edit / 1024.0, peak_edit / 1024.0 / 512);
     if (json) {
         FILE *f = fopen(json, "w");
         if (f) {

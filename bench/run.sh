@@ -1,20 +1,44 @@
 #!/usr/bin/env bash
-# make bench: run every benchmark in a release build and print one table; each
-# benchmark also writes JSON (bench-results/<name>.json) so figures can be tracked.
+# make bench: run every benchmark of a release build, then print one table of
+# every figure against its baseline measured in the same run, and write it as
+# JSON (bench-results/summary.json) so figures can be tracked over time.
+#
+# Each bench_X is run as `bench_X STETHO_BIN WORK_DIR [args]` and reports its
+# figures as lines "RESULT<TAB>name<TAB>value<TAB>unit<TAB>baseline<TAB>ratio".
 set -euo pipefail
 BUILD=${1:-build-release}
 OUT=${BENCH_OUT:-bench-results}
 WORK=${BENCH_WORK:-$BUILD/bench-work}
 mkdir -p "$OUT" "$WORK"
+results="$OUT/results.tsv"
+: > "$results"
 echo "== stetho benchmarks ($(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ))"
-echo
-echo "-- task vectors (issue 2): ${BENCH_GB:-2} GB bf16 checkpoint"
-"$BUILD/bench_taskvec" "$BUILD/stetho" "$WORK/taskvec" "${BENCH_GB:-2}" "$OUT/taskvec.json"
+run() {
+  local name=$1; shift
+  echo; echo "-- $name"
+  "$@" | tee "$WORK/$name.out"
+  grep '^RESULT' "$WORK/$name.out" | cut -f2- >> "$results" || true
+}
+run taskvec "$BUILD/bench_taskvec" "$BUILD/stetho" "$WORK/taskvec" "${BENCH_GB:-2}" "$OUT/taskvec.json"
 for b in "$BUILD"/bench_*; do
-  name=$(basename "$b")
-  [ "$name" = bench_taskvec ] && continue
-  [ -x "$b" ] || continue
-  echo
-  echo "-- ${name#bench_}"
-  "$b" "$BUILD/stetho" "$WORK/${name#bench_}" "$OUT/${name#bench_}.json"
+  name=$(basename "$b"); name=${name#bench_}
+  [ "$name" = taskvec ] || [ ! -x "$b" ] && continue
+  run "$name" "$b" "$BUILD/stetho" "$WORK/$name" "$OUT/$name.json"
 done
+echo
+echo "== summary (ratio = value / baseline, both measured in this run unless the baseline says otherwise)"
+printf '%-40s %14s %-8s %14s %8s\n' benchmark value unit baseline ratio
+while IFS=$'\t' read -r name value unit base ratio; do
+  printf '%-40s %14s %-8s %14s %8s\n' "$name" "$value" "$unit" "$base" "$ratio"
+done < "$results"
+json="$OUT/summary.json"
+{
+  echo "{\"date\": \"$(date -u +%Y-%m-%dT%H:%M:%SZ)\", \"cores\": $(nproc), \"results\": ["
+  sep=""
+  while IFS=$'\t' read -r name value unit base ratio; do
+    printf '%s  {"name": "%s", "value": %s, "unit": "%s", "baseline": %s, "ratio": %s}' "$sep" "$name" "$value" "$unit" "$base" "$ratio"
+    sep=$',\n'
+  done < "$results"
+  printf '\n]}\n'
+} > "$json"
+echo "wrote $json"
