@@ -43,6 +43,10 @@ static inline bool st_add_u64(uint64_t a, uint64_t b, uint64_t *out) {
     return !__builtin_add_overflow(a, b, out);
 }
 
+/* Strict UTF-8 check (no overlongs, surrogates or code points past U+10FFFF).
+ * Returns len when valid, else the byte offset of the first bad sequence. */
+size_t st_utf8_check(const char *s, size_t len);
+
 /* Growable byte buffer for building strings. */
 typedef struct {
     char *data;

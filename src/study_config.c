@@ -338,6 +338,13 @@ stetho_status stetho_study_config_parse(stetho_study_config *c, const char *yaml
                                         const char *base_dir) {
     stetho_status st = set_defaults(c);
     if (st) return stetho_study_config_free(c), st;
+    /* YAML is Unicode; checking first also keeps invalid bytes away from
+     * libfyaml 0.7.12, which loops forever on some (found by fuzz_study) */
+    size_t bad = st_utf8_check(yaml, len);
+    if (bad != len) {
+        stetho_study_config_free(c);
+        return st_err(STETHO_ERR_FORMAT, "%s: not valid UTF-8 at byte %zu", label, bad);
+    }
     st_buf msgs;
     st_buf_init(&msgs);
     struct fy_diag_cfg dcfg = {.output_fn = collect_diag, .user = &msgs, .level = FYET_ERROR, .show_position = true};

@@ -126,6 +126,9 @@ static void test_errors(void **state) {
     expect_error("threads: [a]\n", "'threads' must be an integer");
     expect_error("prompts: {domain: x}\n", "duplicate key"); /* 'prompts' is already in the base text */
     expect_error("eval: {limit: 5\n", "not valid YAML");
+    expect_error("%\xff\xff\na: 1\n", "not valid UTF-8 at byte"); /* hung libfyaml 0.7.12 */
+    expect_error("a: \xc0\xaf\n", "not valid UTF-8");           /* overlong '/' */
+    expect_error("a: \xed\xa0\x80\n", "not valid UTF-8");       /* a surrogate */
     stetho_study_config c;
     const char *two = "models: {base: a, finetuned: b, task_vector: c}\nsae_dir: s\nprompts: {domain: d, general: g}\n";
     assert_int_equal(stetho_study_config_parse(&c, two, strlen(two), "two.yaml", "/x"), STETHO_ERR_FORMAT);
