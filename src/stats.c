@@ -69,7 +69,7 @@ stetho_status stetho_stats_wilson(uint64_t k, uint64_t n, double z, stetho_inter
 
 stetho_status stetho_stats_newcombe(uint64_t k1, uint64_t n1, uint64_t k2, uint64_t n2, double z,
                                     stetho_interval *out) {
-    stetho_interval w1, w2;
+    stetho_interval w1 = {0, 0}, w2 = {0, 0};
     stetho_status st = stetho_stats_wilson(k1, n1, z, &w1);
     if (!st) st = stetho_stats_wilson(k2, n2, z, &w2);
     if (st) return st;
