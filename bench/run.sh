@@ -20,9 +20,12 @@ run() {
   grep '^RESULT' "$WORK/$name.out" | cut -f2- >> "$results" || true
 }
 run taskvec "$BUILD/bench_taskvec" "$BUILD/stetho" "$WORK/taskvec" "${BENCH_GB:-2}" "$OUT/taskvec.json"
+# forward: 2 threads, a 512-token prompt, 8 layers (its own argument convention)
+[ -x "$BUILD/bench_forward" ] && run forward "$BUILD/bench_forward" 2 512 8
 for b in "$BUILD"/bench_*; do
   name=$(basename "$b"); name=${name#bench_}
-  [ "$name" = taskvec ] || [ ! -x "$b" ] && continue
+  case "$name" in taskvec|forward) continue ;; esac
+  [ -x "$b" ] || continue
   run "$name" "$b" "$BUILD/stetho" "$WORK/$name" "$OUT/$name.json"
 done
 echo
