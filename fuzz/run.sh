@@ -7,6 +7,8 @@ BUILD=${1:-build-fuzz}
 SECONDS_EACH=${2:-60}
 WORK=$BUILD/fuzz-work
 mkdir -p "$WORK"
+# third-party leaks stetho cannot fix (each documented in the file)
+export LSAN_OPTIONS="suppressions=$(pwd)/fuzz/lsan-suppressions.txt${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 status=0
 printf '%-22s %12s %10s  %s\n' target executions exec/s result
 for bin in "$BUILD"/fuzz_*; do
