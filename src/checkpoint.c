@@ -65,18 +65,6 @@ static bool is_file(const char *p) {
     return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
 }
 
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = st_malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
-static bool ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 static int cmp_str(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
@@ -148,7 +136,7 @@ static stetho_status list_safetensors(stetho_checkpoint *c) {
     stetho_status st = STETHO_OK;
     struct dirent *e;
     while ((e = readdir(d)) && !st)
-        if (e->d_name[0] != '.' && ends_with(e->d_name, ".safetensors")) st = add_shard_name(c, e->d_name, &cap);
+        if (e->d_name[0] != '.' && st_ends_with(e->d_name, ".safetensors")) st = add_shard_name(c, e->d_name, &cap);
     closedir(d);
     if (!st && c->n_shards > 1) qsort(c->shard_names, c->n_shards, sizeof *c->shard_names, cmp_str);
     return st;
@@ -162,7 +150,7 @@ stetho_status stetho_checkpoint_open(stetho_checkpoint *c, const char *path) {
 
     if (is_dir(path)) {
         if (!(c->dir = st_strdup(path))) { st = STETHO_ERR_NOMEM; goto fail; }
-        char *cfg = join(path, "config.json");
+        char *cfg = st_path_join(path, "config.json");
         if (!cfg) { st = STETHO_ERR_NOMEM; goto fail; }
         if (is_file(cfg)) {
             st = stetho_read_file(cfg, MAX_CONFIG_BYTES, &c->config_json, &c->config_json_len);
@@ -171,7 +159,7 @@ stetho_status stetho_checkpoint_open(stetho_checkpoint *c, const char *path) {
         }
         st_free(cfg);
         if (st) goto fail;
-        char *index = join(path, "model.safetensors.index.json");
+        char *index = st_path_join(path, "model.safetensors.index.json");
         if (!index) { st = STETHO_ERR_NOMEM; goto fail; }
         if (is_file(index)) {
             c->has_index = true;
@@ -179,7 +167,7 @@ stetho_status stetho_checkpoint_open(stetho_checkpoint *c, const char *path) {
         } else {
             /* like transformers: model.safetensors alone when there is no index;
              * otherwise a directory holding exactly one .safetensors file */
-            char *single = join(path, "model.safetensors");
+            char *single = st_path_join(path, "model.safetensors");
             if (!single) { st_free(index); st = STETHO_ERR_NOMEM; goto fail; }
             if (is_file(single)) {
                 size_t cap = 0;
@@ -211,7 +199,7 @@ stetho_status stetho_checkpoint_open(stetho_checkpoint *c, const char *path) {
     for (size_t i = 0; i < c->n_shards; i++) c->shards[i].fd = -1;
     size_t total = 0;
     for (size_t i = 0; i < c->n_shards; i++) {
-        char *p = c->dir ? join(c->dir, c->shard_names[i]) : st_strdup(c->shard_names[i]);
+        char *p = c->dir ? st_path_join(c->dir, c->shard_names[i]) : st_strdup(c->shard_names[i]);
         if (!p) { st = STETHO_ERR_NOMEM; goto fail; }
         if (c->has_index && !is_file(p)) {
             st = st_err(STETHO_ERR_NOTFOUND, "%s: shard listed in model.safetensors.index.json is missing", p);
@@ -310,4 +298,19 @@ int stetho_checkpoint_n_layers(const stetho_checkpoint *c) {
         if (r.module != STETHO_MOD_VISION && r.layer + 1 > n) n = r.layer + 1;
     }
     return n;
+}
+
+json_t *st_json_load_object(const char *path, size_t max_size, stetho_status *st) {
+    char *text;
+    size_t len;
+    if ((*st = stetho_read_file(path, max_size, &text, &len))) return NULL;
+    json_error_t e;
+    json_t *root = json_loadb(text, len, 0, &e);
+    st_free(text);
+    if (!root || !json_is_object(root)) {
+        *st = st_err(STETHO_ERR_FORMAT, "%s: not a JSON object (%s)", path, root ? "wrong type" : e.text);
+        json_decref(root);
+        return NULL;
+    }
+    return root;
 }

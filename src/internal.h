@@ -43,6 +43,15 @@ static inline bool st_add_u64(uint64_t a, uint64_t b, uint64_t *out) {
     return !__builtin_add_overflow(a, b, out);
 }
 
+/* "dir/name" in a new string (NULL with a message when out of memory). */
+char *st_path_join(const char *dir, const char *name);
+bool st_ends_with(const char *s, const char *suffix);
+
+/* Read a file of at most max_size bytes as a JSON object (jansson). NULL with
+ * *st set and a message naming the file when it is unreadable, not JSON or not
+ * an object. */
+struct json_t *st_json_load_object(const char *path, size_t max_size, stetho_status *st);
+
 /* Strict UTF-8 check (no overlongs, surrogates or code points past U+10FFFF).
  * Returns len when valid, else the byte offset of the first bad sequence. */
 size_t st_utf8_check(const char *s, size_t len);

@@ -260,21 +260,6 @@ void stetho_project_layers_free(stetho_project_layer *l, size_t n) {
     st_free(l);
 }
 
-static json_t *load_json_file(const char *path, stetho_status *st) {
-    char *text;
-    size_t len;
-    if ((*st = stetho_read_file(path, 256u << 20, &text, &len))) return NULL;
-    json_error_t e;
-    json_t *root = json_loadb(text, len, 0, &e);
-    st_free(text);
-    if (!root || !json_is_object(root)) {
-        *st = st_err(STETHO_ERR_FORMAT, "%s: not a JSON object (%s)", path, root ? "wrong type" : e.text);
-        json_decref(root);
-        return NULL;
-    }
-    return root;
-}
-
 /* Append indices from a JSON array (of integers or of {"index": i}) to a layer. */
 static stetho_status take_features(const char *path, int layer, json_t *arr, size_t limit, stetho_project_layer *L) {
     size_t n = json_array_size(arr) < limit ? json_array_size(arr) : limit;
@@ -295,7 +280,7 @@ stetho_status stetho_project_layers_from_scores(const char *path, int k, stetho_
     *out = NULL;
     *n_out = 0;
     stetho_status st;
-    json_t *root = load_json_file(path, &st);
+    json_t *root = st_json_load_object(path, 256u << 20, &st);
     if (!root) return st;
     json_t *layers = json_object_get(root, "layers");
     if (!json_is_array(layers)) {
@@ -337,7 +322,7 @@ stetho_status stetho_project_layers_from_file(const char *path, stetho_project_l
     *out = NULL;
     *n_out = 0;
     stetho_status st;
-    json_t *root = load_json_file(path, &st);
+    json_t *root = st_json_load_object(path, 256u << 20, &st);
     if (!root) return st;
     stetho_project_layer *L = st_calloc(json_object_size(root) + 1, sizeof *L);
     size_t n = 0;

@@ -67,15 +67,8 @@ void stetho_sae_free(stetho_sae *s) {
     memset(s, 0, sizeof *s);
 }
 
-static char *join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = st_malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 static bool file_exists(const char *dir, const char *name) {
-    char *p = join(dir, name);
+    char *p = st_path_join(dir, name);
     struct stat sb;
     bool ok = p && stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
     st_free(p);
@@ -184,20 +177,9 @@ static int layer_from_hf_hook(const char *s) {
 }
 
 static json_t *load_json(const char *dir, const char *name, stetho_status *st) {
-    char *p = join(dir, name), *text = NULL;
-    size_t len;
-    json_t *root = NULL;
-    *st = p ? stetho_read_file(p, 16u << 20, &text, &len) : STETHO_ERR_NOMEM;
-    if (!*st) {
-        json_error_t e;
-        root = json_loadb(text, len, 0, &e);
-        if (!root || !json_is_object(root)) {
-            *st = st_err(STETHO_ERR_FORMAT, "%s: not a JSON object (%s)", p, root ? "wrong type" : e.text);
-            json_decref(root);
-            root = NULL;
-        }
-    }
-    st_free(text);
+    char *p = st_path_join(dir, name);
+    if (!p) return *st = STETHO_ERR_NOMEM, NULL;
+    json_t *root = st_json_load_object(p, 16u << 20, st);
     st_free(p);
     return root;
 }
@@ -211,7 +193,7 @@ static stetho_status load_saelens(stetho_sae *s, const char *dir) {
     stetho_status st;
     json_t *cfg = load_json(dir, "cfg.json", &st);
     if (!cfg) return st;
-    char *wpath = join(dir, "sae_weights.safetensors");
+    char *wpath = st_path_join(dir, "sae_weights.safetensors");
     stetho_st_file f;
     if (!wpath || (st = stetho_st_open(&f, wpath))) {
         st_free(wpath);
@@ -305,7 +287,7 @@ static stetho_status load_gemma_scope(stetho_sae *s, const char *dir, bool v2) {
     stetho_st_file f;
     stetho_npz z;
     bool have_f = false, have_z = false;
-    char *path = join(dir, v2 ? "params.safetensors" : "params.npz");
+    char *path = st_path_join(dir, v2 ? "params.safetensors" : "params.npz");
     if (!path) return STETHO_ERR_NOMEM;
     param_src src = {path, NULL, NULL};
     if (v2) {
@@ -552,7 +534,7 @@ stetho_status stetho_sae_save_saelens(const stetho_sae *s, const char *dir, bool
     if (mkdir(dir, 0755) != 0 && errno != EEXIST) return st_err(STETHO_ERR_IO, "%s: cannot create: %s", dir, strerror(errno));
     if (!overwrite && (file_exists(dir, "cfg.json") || file_exists(dir, "sae_weights.safetensors")))
         return st_err(STETHO_ERR_EXISTS, "%s: already holds an SAE", dir);
-    char *wpath = join(dir, "sae_weights.safetensors"), *cpath = join(dir, "cfg.json");
+    char *wpath = st_path_join(dir, "sae_weights.safetensors"), *cpath = st_path_join(dir, "cfg.json");
     stetho_status st = (wpath && cpath) ? STETHO_OK : STETHO_ERR_NOMEM;
     uint64_t dm = (uint64_t)s->d_model, ds = (uint64_t)s->d_sae;
     stetho_tensor ts[5] = {
@@ -660,7 +642,7 @@ static stetho_status scan_into(const char *dir, int depth, stetho_sae_entry **e,
     struct dirent *de;
     while (!st && (de = readdir(d))) {
         if (de->d_name[0] == '.') continue;
-        char *sub = join(dir, de->d_name);
+        char *sub = st_path_join(dir, de->d_name);
         struct stat sb;
         if (!sub) st = STETHO_ERR_NOMEM;
         else if (stat(sub, &sb) == 0 && S_ISDIR(sb.st_mode)) st = scan_into(sub, depth - 1, e, n, cap);

@@ -350,18 +350,6 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 
 static void remove_tree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
-static bool ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
-static char *path_join(const char *dir, const char *name) {
-    size_t n = strlen(dir) + strlen(name) + 2;
-    char *p = st_malloc(n);
-    if (p) snprintf(p, n, "%s/%s", dir, name);
-    return p;
-}
-
 /* Copy a small auxiliary file (config, tokenizer) byte for byte. */
 static stetho_status copy_file(const char *src, const char *dst) {
     int in = open(src, O_RDONLY | O_CLOEXEC);
@@ -404,10 +392,10 @@ static stetho_status copy_aux_files(const char *src_dir, const char *dst_dir) {
     stetho_status st = STETHO_OK;
     struct dirent *e;
     while (!st && (e = readdir(d))) {
-        if (e->d_name[0] == '.' || ends_with(e->d_name, ".safetensors") ||
+        if (e->d_name[0] == '.' || st_ends_with(e->d_name, ".safetensors") ||
             !strcmp(e->d_name, "model.safetensors.index.json"))
             continue;
-        char *src = path_join(src_dir, e->d_name), *dst = path_join(dst_dir, e->d_name);
+        char *src = st_path_join(src_dir, e->d_name), *dst = st_path_join(dst_dir, e->d_name);
         struct stat sb;
         if (!src || !dst) st = STETHO_ERR_NOMEM;
         else if (stat(src, &sb) == 0 && S_ISREG(sb.st_mode)) st = copy_file(src, dst);
@@ -465,7 +453,7 @@ static stetho_status write_index(const char *dir, const edit_item *items, size_t
     char *text = json_dumps(root, JSON_INDENT(2) | JSON_SORT_KEYS);
     json_decref(root);
     if (!text) return st_err(STETHO_ERR_NOMEM, "cannot serialise the shard index");
-    char *path = path_join(dir, "model.safetensors.index.json");
+    char *path = st_path_join(dir, "model.safetensors.index.json");
     stetho_status st = path ? STETHO_OK : STETHO_ERR_NOMEM;
     if (!st) {
         int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
@@ -595,7 +583,7 @@ static stetho_status edit_into(const stetho_checkpoint *base, const stetho_check
         goto done;
     }
     for (size_t k = 0, i = 0; k < n_shards && !st; k++) {
-        char *path = path_join(tmp_dir, shard_names[k]);
+        char *path = st_path_join(tmp_dir, shard_names[k]);
         stetho_st_writer w;
         if (!path || (st = stetho_st_writer_init(&w, path))) {
             st_free(path);

@@ -422,16 +422,6 @@ static stetho_status make_dir(const char *path) {
     return STETHO_OK;
 }
 
-static char *path_join(const char *a, const char *b) {
-    st_buf p;
-    st_buf_init(&p);
-    if (!st_buf_printf(&p, "%s/%s", a, b)) {
-        st_buf_free(&p);
-        return NULL;
-    }
-    return p.data;
-}
-
 static bool file_exists(const char *path) {
     struct stat sb;
     return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
@@ -507,17 +497,17 @@ stetho_status stetho_toy_write_data(const char *out_dir, uint64_t seed, bool qui
     char *path[TP_N] = {0};
     stetho_status st = STETHO_OK;
 
-    path[TP_DATA] = path_join(out_dir, "data");
-    path[TP_MATH] = path_join(out_dir, "data/math");
-    path[TP_GENERAL] = path_join(out_dir, "data/general");
-    path[TP_TOK] = path_join(out_dir, "tokenizer");
-    path[TP_TRAIN] = path_join(out_dir, "data/math/train.jsonl");
-    path[TP_TEST] = path_join(out_dir, "data/math/test.jsonl");
-    path[TP_TEXT] = path_join(out_dir, "data/general/general_text.jsonl");
-    path[TP_PROMPTS] = path_join(out_dir, "data/general/general_prompts.jsonl");
+    path[TP_DATA] = st_path_join(out_dir, "data");
+    path[TP_MATH] = st_path_join(out_dir, "data/math");
+    path[TP_GENERAL] = st_path_join(out_dir, "data/general");
+    path[TP_TOK] = st_path_join(out_dir, "tokenizer");
+    path[TP_TRAIN] = st_path_join(out_dir, "data/math/train.jsonl");
+    path[TP_TEST] = st_path_join(out_dir, "data/math/test.jsonl");
+    path[TP_TEXT] = st_path_join(out_dir, "data/general/general_text.jsonl");
+    path[TP_PROMPTS] = st_path_join(out_dir, "data/general/general_prompts.jsonl");
     if (general_dir) {
-        path[TP_SRC_TEXT] = path_join(general_dir, "general_text.jsonl");
-        path[TP_SRC_PROMPTS] = path_join(general_dir, "general_prompts.jsonl");
+        path[TP_SRC_TEXT] = st_path_join(general_dir, "general_text.jsonl");
+        path[TP_SRC_PROMPTS] = st_path_join(general_dir, "general_prompts.jsonl");
     }
     for (int i = 0; i < TP_N; i++)
         if (!path[i] && (i < TP_SRC_TEXT || general_dir)) {

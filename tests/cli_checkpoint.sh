@@ -6,16 +6,7 @@ set -u
 STETHO=${1:?usage: cli_checkpoint.sh path/to/stetho}
 T=${STETHO_TMP:-/tmp}/cli-checkpoint-$$
 rm -rf "$T"; mkdir -p "$T"
-fails=0; passes=0
-ok()   { passes=$((passes + 1)); }
-bad()  { echo "FAIL: $*"; fails=$((fails + 1)); }
-
-# le64 N: 8 little-endian bytes
-le64() { local n=$1 s=""; for _ in 1 2 3 4 5 6 7 8; do s+=$(printf '\\x%02x' $((n & 255))); n=$((n >> 8)); done; printf "$s"; }
-# st FILE HEADER DATA_PRINTF: write a safetensors file
-st() { { le64 ${#2}; printf '%s' "$2"; printf "$3"; } > "$1"; }
-
-one='\x00\x00\x80\x3f'; two='\x00\x00\x00\x40'; half='\x00\x00\x00\x3f'; zero='\x00\x00\x00\x00'
+source "$(dirname "$0")/util/cli_lib.sh"
 H='{"__metadata__":{"format":"pt"},'
 H+='"model.layers.0.self_attn.q_proj.weight":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},'
 H+='"model.layers.0.mlp.up_proj.weight":{"dtype":"F32","shape":[2],"data_offsets":[8,16]},'

@@ -5,12 +5,8 @@ set -u
 STETHO=${1:?usage: cli_sae.sh path/to/stetho}
 T=${STETHO_TMP:-/tmp}/cli-sae-$$
 rm -rf "$T"; mkdir -p "$T"
-fails=0; passes=0
-ok()  { passes=$((passes + 1)); }
-bad() { echo "FAIL: $*"; fails=$((fails + 1)); }
-le64() { local n=$1 s=""; for _ in 1 2 3 4 5 6 7 8; do s+=$(printf '\\x%02x' $((n & 255))); n=$((n >> 8)); done; printf "$s"; }
-st() { { le64 ${#2}; printf '%s' "$2"; printf "$3"; } > "$1"; }
-one='\x00\x00\x80\x3f'; neg='\x00\x00\x80\xbf'; two='\x00\x00\x00\x40'; z='\x00\x00\x00\x00'; half='\x00\x00\x00\x3f'
+source "$(dirname "$0")/util/cli_lib.sh"
+z=$zero
 
 # SAE: W_enc [2,3] = [[1,0,1],[0,1,1]], W_dec [3,2] = [[1,0],[0,1],[1,0]] (feature 2 repeats feature 0's direction)
 mkdir -p "$T/saes/layer_0"
