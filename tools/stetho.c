@@ -19,6 +19,7 @@ static const command commands[] = {
     {"compare", cmd_compare, "compare two evaluation runs: intervals, z-tests, McNemar, Holm"},
     {"capture", cmd_capture, "run a prompt and write activations (hook_resid_post, ...) and logits"},
     {"sae", cmd_sae, "SAEs: inspect a Gemma Scope / SAELens directory, encode activations"},
+    {"diagnose", cmd_diagnose, "score layers by domain specificity of their SAE features (the stethoscope)"},
     {"project", cmd_project, "the scalpel: project a task vector onto SAE decoder directions"},
     {"grade", cmd_grade, "grade Minerva Math generations (lm-eval extraction, LaTeX equivalence)"},
     {"tokenize", cmd_tokenize, "text -> token ids with a tokenizer.json"}, {"detokenize", cmd_detokenize, "token ids -> text"},
