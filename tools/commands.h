@@ -9,6 +9,7 @@ int cmd_compare(int argc, char **argv);
 int cmd_capture(int argc, char **argv);
 int cmd_sae(int argc, char **argv);
 int cmd_project(int argc, char **argv);
+int cmd_diagnose(int argc, char **argv);
 int cmd_grade(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_toy(int argc, char **argv);

@@ -20,6 +20,7 @@ static const command commands[] = {
     {"generate", cmd_generate, "continue a prompt (greedy or sampled, KV cache), streaming the text"},
     {"capture", cmd_capture, "run a prompt and write activations (hook_resid_post, ...) and logits"},
     {"sae", cmd_sae, "SAEs: inspect a Gemma Scope / SAELens directory, encode activations"},
+    {"diagnose", cmd_diagnose, "score layers by domain specificity of their SAE features (the stethoscope)"},
     {"project", cmd_project, "the scalpel: project a task vector onto SAE decoder directions"},
     {"eval", cmd_eval, "Minerva Math as lm-eval runs it: prompts, greedy generation, scoring, results"},
     {"perplexity", cmd_perplexity, "general-text perplexity (what an edit costs outside its domain)"},
