@@ -13,6 +13,7 @@ int cmd_grade(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_toy(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv), cmd_detokenize(int argc, char **argv);
 
 #endif

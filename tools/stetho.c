@@ -23,6 +23,7 @@ static const command commands[] = {
     {"project", cmd_project, "the scalpel: project a task vector onto SAE decoder directions"},
     {"eval", cmd_eval, "Minerva Math as lm-eval runs it: prompts, greedy generation, scoring, results"},
     {"grade", cmd_grade, "grade Minerva Math generations (lm-eval extraction, LaTeX equivalence)"},
+    {"report", cmd_report, "HTML and Markdown report of a study run (RUN_DIR/summary.json)"},
     {"toy", cmd_toy, "the tiny world: 'toy build' trains its models from scratch"},
     {"tokenize", cmd_tokenize, "text -> token ids with a tokenizer.json"}, {"detokenize", cmd_detokenize, "token ids -> text"},
 };
