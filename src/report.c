@@ -126,7 +126,9 @@ static void figure(doc *d, stetho_status st, const char *caption) {
 /* ---- tables -------------------------------------------------------------------- */
 
 /* A cell: main text, a secondary part (an interval, shown smaller in HTML) and a
- * mark (+1 ▲, -1 ▼). All plain text, escaped on output. */
+ * mark (+1 ▲, -1 ▼). Plain text, escaped on output; the secondary part is always
+ * the report's own numbers, so Markdown gets it unescaped to keep "[lo, hi]"
+ * readable in the raw file. */
 typedef struct {
     char *text, *sub, *title;
     int mark;
@@ -275,7 +277,7 @@ static void tbl_emit(doc *d, table *t) {
             M(d, " ");
             if (c->text) Mt(d, c->text);
             if (c->mark) M(d, " "), M(d, mark_text(c->mark));
-            if (c->sub) M(d, " "), Mt(d, c->sub);
+            if (c->sub) M(d, " "), M(d, c->sub); /* ours: numbers in brackets */
             M(d, " |");
         }
         H(d, "</tr>\n");
@@ -1271,12 +1273,6 @@ stetho_status stetho_report_write(const char *run_dir, const char *out_dir) {
     bool made_dir = false;
     size_t len = 0;
     stetho_status st = summary ? STETHO_OK : STETHO_ERR_NOMEM;
-    if (!st) {
-        struct stat sb;
-        if (stat(summary, &sb) != 0)
-            st = st_err(errno == ENOENT ? STETHO_ERR_NOTFOUND : STETHO_ERR_IO, "%s: cannot read: %s", summary,
-                        strerror(errno));
-    }
     if (!st) st = stetho_read_file(summary, STETHO_REPORT_MAX_SUMMARY, &text, &len);
     if (!st) st = stetho_report_render(text, len, summary, &html, &md);
     if (!st) {

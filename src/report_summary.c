@@ -622,7 +622,7 @@ void rp_summary_free(rp_summary *s) {
         st_free(s->v[i].has_vs_base);
     }
     st_free(s->v);
-    for (size_t i = 0; i < s->n_spec; i++) st_free(s->spec[i].scores);
+    for (size_t i = 0; s->spec && i < s->n_spec; i++) st_free(s->spec[i].scores);
     st_free(s->tv), st_free(s->metrics), st_free(s->spec), st_free(s->sc), st_free(s->rows);
     st_free(s->pairs), st_free(s->abl), st_free(s->corr), st_free(s->step_names), st_free(s->step_s);
     st_free(s->notes);

@@ -185,6 +185,8 @@ stetho_status stetho_svg_bars(const stetho_svg_bar_chart *c, char **out) {
                 if (finite_or_nan(arrs[k], g)) lo = fmin(lo, arrs[k][g]), hi = fmax(hi, arrs[k][g]);
         }
     }
+    /* room above the tallest bar for its label */
+    if (c->value_labels && !c->horizontal && hi > 0) hi += 0.07 * (hi - lo);
     if (isfinite(c->v_min)) lo = c->v_min;
     if (isfinite(c->v_max)) hi = c->v_max;
     double W = c->width > 0 ? c->width : 760;
@@ -334,7 +336,8 @@ stetho_status stetho_svg_bars(const stetho_svg_bar_chart *c, char **out) {
             st_buf_append(&b, "</text>\n", 8);
         }
         if (c->category_label) text(&b, ml + PW / 2, H - 6, "middle", FONT, INK, c->category_label);
-        double inner = gw * (n_bars > 1 ? 0.84 : 0.6), bw = inner / (double)(n_bars ? n_bars : 1);
+        double inner = fmin(gw * (n_bars > 1 ? 0.84 : 0.6), 64.0 * (double)(n_bars ? n_bars : 1));
+        double bw = inner / (double)(n_bars ? n_bars : 1);
         bool labels = c->value_labels && bw >= 26;
         for (size_t g = 0; g < c->n_groups; g++) {
             double gx = ml + gw * (double)g, bx = gx + (gw - inner) / 2;
