@@ -50,6 +50,19 @@ static void md_escape(st_buf *b, const char *s) {
     }
 }
 
+/* snprintf into a fixed buffer may cut a multi-byte character; drop the partial
+ * tail so the output stays valid UTF-8. */
+static char *utf8_trim(char *s) {
+    size_t n = strlen(s), i = n;
+    while (i > 0 && ((unsigned char)s[i - 1] & 0xc0) == 0x80) i--;
+    if (i > 0) {
+        unsigned char c = (unsigned char)s[i - 1];
+        size_t need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc0 ? 2 : 1;
+        if (n - (i - 1) < need) s[i - 1] = '\0';
+    }
+    return s;
+}
+
 /* ---- the two documents -------------------------------------------------------- */
 
 typedef struct {
@@ -94,16 +107,24 @@ static void subsection(doc *d, const char *title) {
 /* A paragraph of fixed text (ours, so written as is in both). */
 static void para(doc *d, const char *fmt, ...) ST_PRINTF(2, 3);
 static void para(doc *d, const char *fmt, ...) {
-    char buf[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *buf = n >= 0 ? st_malloc((size_t)n + 1) : NULL;
+    if (!buf) {
+        d->nomem = true;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(buf, (size_t)n + 1, fmt, ap);
     va_end(ap);
     H(d, "<p>");
     Ht(d, buf);
     H(d, "</p>\n");
     Mt(d, buf);
     M(d, "\n\n");
+    st_free(buf);
 }
 
 static void figure(doc *d, stetho_status st, const char *caption) {
@@ -154,21 +175,17 @@ static void tbl_init(table *t, size_t n_cols, const char *cls) {
 
 static char *dupf(table *t, const char *fmt, va_list ap) {
     if (!fmt) return NULL;
-    st_buf b;
-    st_buf_init(&b);
-    char small[512];
     va_list ap2;
     va_copy(ap2, ap);
-    int n = vsnprintf(small, sizeof small, fmt, ap2);
+    int n = vsnprintf(NULL, 0, fmt, ap2);
     va_end(ap2);
-    if (n >= 0 && (size_t)n < sizeof small) st_buf_append(&b, small, (size_t)n);
-    else st_buf_printf(&b, "%s", "?");
-    if (b.failed || !b.data) {
-        st_buf_free(&b);
+    char *s = n >= 0 ? st_malloc((size_t)n + 1) : NULL;
+    if (!s) {
         t->failed = true;
         return NULL;
     }
-    return b.data;
+    vsnprintf(s, (size_t)n + 1, fmt, ap);
+    return s;
 }
 
 static void tbl_head(table *t, size_t col, const char *title, const char *fmt, ...) ST_PRINTF(4, 5);
@@ -352,7 +369,9 @@ static void layers_text(const rp_variant *v, char *buf, size_t n) {
     }
     size_t o = 0;
     buf[0] = '\0';
-    for (size_t i = 0; i < v->n_layers && o + 12 < n; i++) o += (size_t)snprintf(buf + o, n - o, "%s%d", i ? ", " : "", v->layers[i]);
+    size_t i = 0;
+    for (; i < v->n_layers && o + 20 < n; i++) o += (size_t)snprintf(buf + o, n - o, "%s%d", i ? ", " : "", v->layers[i]);
+    if (i < v->n_layers) snprintf(buf + o, n - o, ", \xe2\x80\xa6");
     if (v->n_layers == 0) snprintf(buf, n, "none");
 }
 
@@ -409,11 +428,12 @@ static void kv(doc *d, const char *k, const char *v) {
 static void sec_run(doc *d, const ctx *c) {
     const rp_summary *s = c->s;
     section(d, "run", "Run");
-    char buf[256];
+    char buf[1024];
     H(d, "<dl class=\"meta\">\n");
     kv(d, "base model", s->base_model);
     kv(d, "fine-tuned model", s->ft_model ? s->ft_model : DASH);
     snprintf(buf, sizeof buf, "%s, %ld layers, d_model %ld", *s->family ? s->family : "?", s->n_layers, s->d_model);
+    utf8_trim(buf);
     kv(d, "architecture", buf);
     st_buf tasks;
     st_buf_init(&tasks);
@@ -521,11 +541,13 @@ static void sec_accuracy(doc *d, const ctx *c) {
         stetho_svg_bar_series se = {.colors = cols, .value = v, .lo = v + nm, .hi = v + 2 * nm};
         char title[256];
         snprintf(title, sizeof title, "Accuracy on %s by variant", s->rows[r]);
+        utf8_trim(title);
         stetho_svg_bar_chart ch = {.title = title, .value_label = "accuracy (bars: Wilson 95% interval)",
                                    .n_groups = nm, .groups = names, .n_series = 1, .series = &se, .v_min = 0,
                                    .v_max = NAN, .percent = true, .horizontal = true, .value_labels = true};
         char st_title[300];
         snprintf(st_title, sizeof st_title, "Overall: %s", s->rows[r]);
+        utf8_trim(st_title);
         subsection(d, st_title);
         figure(d, stetho_svg_bars(&ch, &d->svg), NULL);
 
@@ -847,6 +869,7 @@ static void sec_specificity(doc *d, const ctx *c) {
         for (size_t i = 0; i < s->n_spec; i++) layers[i] = s->spec[i].layer, v[i] = s->spec[i].score;
         char axis[160];
         snprintf(axis, sizeof axis, "specificity (%s)", s->metric);
+        utf8_trim(axis);
         layer_chart(d, layers, s->n_spec, v, NULL, NULL, NULL, any ? hl : NULL, hl_label, false,
                     "Specificity per layer", axis, any ? "Shaded: the layers the stethoscope variants edited." : NULL);
     }
@@ -939,6 +962,7 @@ static void sec_ablation(doc *d, const ctx *c) {
                     else snprintf(note, sizeof note, "Spearman \xcf\x81 = %.2f, p = %s", s->corr[k].rho, fmt_p(pb, sizeof pb, s->corr[k].p));
                 }
             snprintf(xl, sizeof xl, "specificity (%s)", s->metric);
+            utf8_trim(xl);
             stetho_svg_xy_series se = {.name = NULL, .color = "#4e79a7", .n = s->n_abl, .x = x, .y = y,
                                        .labels = (const char *const *)labels, .points = true};
             stetho_svg_xy_chart ch = {.title = "Importance vs specificity per layer", .x_label = xl,
@@ -1012,7 +1036,7 @@ static void sec_ablation(doc *d, const ctx *c) {
         for (size_t i = 0; i < s->n_v; i++) {
             const rp_variant *x = &s->v[i];
             if (!x->ablation) continue;
-            char buf[256];
+            char buf[1024];
             layers_text(x, buf, sizeof buf);
             tbl_row(&t);
             tbl_cell(&t, 0, "%s", vname(x));

@@ -10,6 +10,7 @@
 #include "stetho/report.h"
 #include "stetho/stats.h"
 #include "stetho/svg.h"
+#include "internal.h"
 
 #include <ctype.h>
 #include <jansson.h>
@@ -501,6 +502,28 @@ static void test_escaping(void **state) {
     assert_non_null(row);
     assert_int_equal(md_cells(row), 6);
     free(row);
+    free(html);
+    free(md);
+    json_decref(j);
+
+    /* long multi-byte names are shown whole, and every output stays valid UTF-8 even
+     * where a chart label has to be cut */
+    j = fixture();
+    char longname[1300] = "", metric[700] = "";
+    for (int i = 0; i < 600; i++) strcat(longname, "\xc3\xa9");
+    for (int i = 0; i < 300; i++) strcat(metric, "\xe2\x82\xac");
+    json_object_set_new(json_array_get(json_object_get(j, "variants"), 2), "label", json_string(longname));
+    json_t *sp = json_object_get(j, "specificity"), *ms = json_array();
+    json_array_append_new(ms, json_string(metric));
+    json_object_set_new(sp, "metrics", ms);
+    json_object_set_new(sp, "metric", json_string(metric));
+    json_t *ls = json_object_get(sp, "layers");
+    for (size_t i = 0; i < json_array_size(ls); i++) json_object_del(json_array_get(ls, i), "scores");
+    render(j, &html, &md);
+    assert_contains(html, longname);
+    assert_contains(md, longname);
+    assert_int_equal(st_utf8_check(html, strlen(html)), strlen(html));
+    assert_int_equal(st_utf8_check(md, strlen(md)), strlen(md));
     free(html);
     free(md);
     json_decref(j);
