@@ -509,7 +509,7 @@ static void test_escaping(void **state) {
     /* long multi-byte names are shown whole, and every output stays valid UTF-8 even
      * where a chart label has to be cut */
     j = fixture();
-    char longname[1300] = "", metric[700] = "";
+    char longname[1300] = "", metric[1000] = "";
     for (int i = 0; i < 600; i++) strcat(longname, "\xc3\xa9");
     for (int i = 0; i < 300; i++) strcat(metric, "\xe2\x82\xac");
     json_object_set_new(json_array_get(json_object_get(j, "variants"), 2), "label", json_string(longname));
