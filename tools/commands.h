@@ -16,6 +16,7 @@ int cmd_toy(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv), cmd_detokenize(int argc, char **argv);
 
 #endif
