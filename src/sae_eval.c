@@ -207,8 +207,8 @@ stetho_status stetho_sae_evaluator_init(stetho_sae_evaluator **out, stetho_model
             return st_err(STETHO_ERR_MISMATCH, "%s: hook %s is outside the model's layers 0-%d", where, s->hook,
                           m->cfg.n_layers - 1);
         if (s->d_model != m->cfg.hidden)
-            return st_err(STETHO_ERR_MISMATCH, "%s: the SAE's d_model %d does not match the model's hidden size %d at %s",
-                          where, s->d_model, m->cfg.hidden, s->hook);
+            return st_err(STETHO_ERR_MISMATCH, "%s: the SAE's d_model %d does not match the model's hidden size %d at "
+                          "%s", where, s->d_model, m->cfg.hidden, s->hook);
     }
     stetho_sae_evaluator *ev = st_calloc(1, sizeof *ev);
     if (!ev) return STETHO_ERR_NOMEM;

@@ -37,8 +37,8 @@ struct stetho_sae_trainer {
     float *params, *grads, *adam_m, *adam_v;
     float *W_encT, *W_dec;    /* [m, d] each: encoder rows (W_enc transposed), decoder rows */
     float *b_enc, *b_dec;     /* [m], [d] */
-    float *log_th;            /* [m] jumprelu log threshold, else NULL */
-    float *g_W_encT, *g_W_dec, *g_b_enc, *g_b_dec, *g_log_th;
+    float *thr;               /* [m] jumprelu thresholds, else NULL */
+    float *g_W_encT, *g_W_dec, *g_b_enc, *g_b_dec, *g_thr;
     /* shuffle buffer of raw rows: order[0, n_free) are free slots, the rest hold rows */
     float *buf;               /* [cap, d] */
     int32_t *order;           /* [cap] */
@@ -63,7 +63,7 @@ struct stetho_sae_trainer {
     float *scratch;           /* [threads, 2m] */
     uint8_t *fired;           /* [threads, m] */
     float *th_grad;           /* [threads, m] jumprelu threshold gradient partials */
-    float *th;                /* [m] jumprelu thresholds exp(log_th) of this step */
+    float *th;                /* [m] jumprelu thresholds of this step */
     double *row_stats;        /* [B, 4] per row: sse, l0, sparsity penalty term, AuxK sse */
     uint64_t *last_fired;     /* [m] tokens_trained when the feature last fired */
     int threads;
@@ -152,7 +152,8 @@ void stetho_sae_trainer_free(stetho_sae_trainer *t) {
     if (!t) return;
     void *all[] = {t->params, t->grads, t->adam_m, t->adam_v, t->buf, t->order, t->held, t->xb, t->xc, t->pre,
                    t->f, t->dpre, t->xhat, t->dxhat, t->ehat, t->dehat, t->dxc, t->ones, t->e_idx, t->e_val,
-                   t->e_grad, t->csc_start, t->csc, t->csc_pos, t->colsum, t->dead, t->scratch, t->fired, t->th_grad, t->th, t->row_stats,
+                   t->e_grad, t->csc_start, t->csc, t->csc_pos, t->colsum, t->dead, t->scratch, t->fired, t->th_grad,
+                   t->th, t->row_stats,
                    t->last_fired};
     for (size_t i = 0; i < ST_ARRAY_LEN(all); i++) st_free(all[i]);
     st_free(t);
@@ -264,7 +265,7 @@ stetho_status stetho_sae_trainer_init(stetho_sae_trainer **out, const stetho_sae
     t->W_dec = p + M * D, t->g_W_dec = g + M * D;
     t->b_enc = p + 2 * M * D, t->g_b_enc = g + 2 * M * D;
     t->b_dec = t->b_enc + M, t->g_b_dec = t->g_b_enc + M;
-    if (jump) t->log_th = t->b_dec + D, t->g_log_th = t->g_b_dec + D;
+    if (jump) t->thr = t->b_dec + D, t->g_thr = t->g_b_dec + D;
     memset(t->adam_m, 0, t->n_params * sizeof(float));
     memset(t->adam_v, 0, t->n_params * sizeof(float));
     for (size_t i = 0; i < t->cap; i++) t->order[i] = (int32_t)i;
@@ -285,7 +286,7 @@ stetho_status stetho_sae_trainer_init(stetho_sae_trainer **out, const stetho_sae
     memcpy(t->W_encT, t->W_dec, M * D * sizeof(float));
     memset(t->b_enc, 0, (M + D) * sizeof(float));
     if (jump)
-        for (size_t j = 0; j < M; j++) t->log_th[j] = (float)log(cfg->jump_init_threshold);
+        for (size_t j = 0; j < M; j++) t->thr[j] = (float)cfg->jump_init_threshold;
     *out = t;
     return STETHO_OK;
 }
@@ -386,7 +387,7 @@ static void compute_grads(stetho_sae_trainer *t, int n, step_stats *ss) {
     float inv_n = 1.0f / (float)n, l1n = (float)(c->l1 / n), eps_jump = (float)c->jump_bandwidth;
 
     if (jump)
-        for (int j = 0; j < m; j++) t->th[j] = expf(t->log_th[j]);
+        for (int j = 0; j < m; j++) t->th[j] = t->thr[j];
 
     /* ---- forward: xc = x - b_dec; pre = xc W_enc + b_enc; f = act(pre) */
     #pragma omp parallel for schedule(static) if ((size_t)n * D > PAR_MIN)
@@ -478,11 +479,11 @@ static void compute_grads(stetho_sae_trainer *t, int n, step_stats *ss) {
             float *dp = t->dpre + (size_t)r * M;
             if (jump) {
                 /* f = pre H(pre - th): d f / d th ~ -(th / eps) K, d H / d th ~ -(1 / eps) K, with the
-                 * rectangle kernel K = 1 on |pre - th| < eps / 2; stored as d / d log th = th d / d th */
+                 * rectangle kernel K = 1 on |pre - th| < eps / 2 (Rajamanoharan et al.) */
                 float *tg = t->th_grad + (size_t)thread_id() * M;
                 for (int j = 0; j < m; j++) {
                     float th = t->th[j], u = p[j] - th;
-                    if (fabsf(u) < 0.5f * eps_jump) tg[j] += th * (dp[j] * (-th / eps_jump) - l1n / eps_jump);
+                    if (fabsf(u) < 0.5f * eps_jump) tg[j] += dp[j] * (-th / eps_jump) - l1n / eps_jump;
                     dp[j] = (p[j] > th && p[j] > 0) ? dp[j] : 0;
                 }
             } else {
@@ -495,12 +496,13 @@ static void compute_grads(stetho_sae_trainer *t, int n, step_stats *ss) {
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, d, n, 1.0f, t->f, m, t->dxhat, d, 0.0f, t->g_W_dec, d);
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m, d, n, 1.0f, t->dpre, m, t->xc, d, 0.0f, t->g_W_encT, d);
         cblas_sgemv(CblasRowMajor, CblasTrans, n, m, 1.0f, t->dpre, m, t->ones, 1, 0.0f, t->g_b_enc, 1);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d, m, 1.0f, t->dpre, m, t->W_encT, d, 0.0f, t->dxc, d);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, d, m, 1.0f, t->dpre, m, t->W_encT, d, 0.0f, t->dxc,
+                    d);
         if (jump)
             for (int j = 0; j < m; j++) {
                 float s = 0;
                 for (int th = 0; th < t->threads; th++) s += t->th_grad[(size_t)th * M + j];
-                t->g_log_th[j] = s;
+                t->g_thr[j] = s;
             }
         if (ka > 0) { /* AuxK's decoder gradient, feature by feature */
             build_csc(t, (size_t)n * per_row);
@@ -608,6 +610,8 @@ static void apply_update(stetho_sae_trainer *t, const step_stats *ss) {
         if (nn > 0)
             for (int i = 0; i < d; i++) w[i] /= nn;
     }
+    if (t->thr) /* a threshold below 0 would make JumpReLU a ReLU: keep it there */
+        for (int j = 0; j < m; j++) t->thr[j] = t->thr[j] > 0 ? t->thr[j] : 0;
 
     stetho_sae_train_progress *pg = &t->prog;
     double ev = ss->var > 0 ? 1 - ss->sse / ss->var : NAN, w = t->have_prog ? 0.1 : 1.0;
@@ -764,7 +768,7 @@ stetho_status stetho_sae_trainer_finish(stetho_sae_trainer *t, stetho_sae *out, 
     s->W_dec = falloc(M, D, &ok);
     s->b_enc = falloc(M, 1, &ok);
     s->b_dec = falloc(D, 1, &ok);
-    if (t->log_th) s->threshold = falloc(M, 1, &ok);
+    if (t->thr) s->threshold = falloc(M, 1, &ok);
     if (!ok) {
         stetho_sae_free(s);
         return STETHO_ERR_NOMEM;
@@ -775,8 +779,8 @@ stetho_status stetho_sae_trainer_finish(stetho_sae_trainer *t, stetho_sae *out, 
     memcpy(s->W_dec, t->W_dec, M * D * sizeof(float));
     for (size_t j = 0; j < M; j++) s->b_enc[j] = t->b_enc[j] * inv;
     for (size_t i = 0; i < D; i++) s->b_dec[i] = t->b_dec[i] * inv;
-    if (t->log_th)
-        for (size_t j = 0; j < M; j++) s->threshold[j] = expf(t->log_th[j]) * inv;
+    if (t->thr)
+        for (size_t j = 0; j < M; j++) s->threshold[j] = t->thr[j] * inv;
     for (size_t i = 0; i < M * D; i++)
         if (!isfinite(s->W_enc[i]) || !isfinite(s->W_dec[i])) {
             stetho_sae_free(s);

@@ -13,10 +13,12 @@
 #include "stetho/sae.h"
 #include "stetho/sae_eval.h"
 #include "stetho/sae_train.h"
+#include "stetho/tokenizer.h"
 #include "stetho/toydata.h"
 #include "stetho/train.h"
 #include "sae_train_internal.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -574,8 +576,87 @@ static void test_bad_config(void **state) {
     }
 }
 
+/* ---------------------------------------------------------------- CLI fixture */
+
+/* DIR/model (a Gemma 3 text model of 2 layers, d 32, trained briefly on the texts so
+ * that its predictions mean something, with its BPE tokenizer), DIR/train.jsonl (120
+ * texts) and DIR/eval.jsonl (20 other texts). */
+static int make_cli_fixture(const char *dir) {
+    stetho_set_threads(1);
+    stetho_toy_docs docs = {0};
+    if (stetho_toy_general_generate(140, 17, &docs)) goto fail;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model", dir);
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", path);
+    if (system(cmd)) goto fail;
+    stetho_bpe_options bo = {.vocab_size = 320};
+    stetho_bpe_model *bpe;
+    if (stetho_bpe_train((const char *const *)docs.text, docs.len, 120, &bo, &bpe)) goto fail;
+    stetho_status st = stetho_bpe_save(bpe, path);
+    stetho_bpe_free(bpe);
+    if (st) goto fail;
+    stetho_tokenizer tok;
+    if (stetho_tokenizer_load(&tok, path)) goto fail;
+    /* training stream: the first 120 texts, BOS before each */
+    size_t n_stream = 0, cap = 1 << 16;
+    int32_t *stream = malloc(cap * sizeof *stream);
+    for (size_t d = 0; d < 120; d++) {
+        int32_t *ids;
+        size_t n;
+        if (stetho_tokenizer_encode(&tok, docs.text[d], docs.len[d], true, &ids, &n)) goto fail;
+        for (size_t i = 0; i < n && n_stream < cap; i++) stream[n_stream++] = ids[i];
+        free(ids);
+    }
+    stetho_tokenizer_free(&tok);
+    stetho_train_config tc;
+    stetho_train_config_default(&tc);
+    tc.n_layers = 2, tc.hidden = 32, tc.intermediate = 64, tc.n_heads = 2, tc.n_kv_heads = 1, tc.head_dim = 16;
+    tc.vocab = 320, tc.max_position = 256, tc.query_pre_attn_scalar = 16;
+    stetho_train_model tm;
+    if (stetho_train_model_init(&tm, &tc, 1)) goto fail;
+    stetho_train_opt o;
+    stetho_train_opt_default(&o);
+    o.lr = 1e-2, o.min_lr = 1e-3, o.warmup_steps = 5, o.total_steps = 60;
+    enum { B = 4, T = 64 };
+    int32_t in[B * T], tg[B * T];
+    uint64_t rng = 3;
+    float loss = 0;
+    for (int step = 0; step < 60; step++) {
+        for (int b = 0; b < B; b++) {
+            size_t at = (size_t)(tu_rand_u64(&rng) % (n_stream - T - 1));
+            for (int t = 0; t < T; t++) in[b * T + t] = stream[at + t], tg[b * T + t] = stream[at + t + 1];
+        }
+        if (stetho_train_forward(&tm, in, tg, NULL, B, T, &loss) || stetho_train_backward(&tm) ||
+            stetho_train_step(&tm, &o, NULL))
+            goto fail;
+    }
+    free(stream);
+    if (stetho_train_save(&tm, path, STETHO_DTYPE_F32)) goto fail;
+    stetho_train_model_free(&tm);
+    for (int f = 0; f < 2; f++) {
+        snprintf(path, sizeof path, "%s/%s", dir, f ? "eval.jsonl" : "train.jsonl");
+        FILE *out = fopen(path, "w");
+        if (!out) goto fail;
+        for (size_t d = f ? 120 : 0; d < (f ? 140u : 120u); d++) {
+            json_t *o = json_pack("{s:s%}", "text", docs.text[d], docs.len[d]);
+            char *line = json_dumps(o, JSON_COMPACT);
+            fprintf(out, "%s\n", line);
+            free(line);
+            json_decref(o);
+        }
+        if (fclose(out)) goto fail;
+    }
+    stetho_toy_docs_free(&docs);
+    printf("fixture in %s (model loss after training %.3f)\n", dir, loss);
+    return 0;
+fail:
+    fprintf(stderr, "make-cli-fixture: %s\n", stetho_last_error());
+    return 1;
+}
+
 int main(int argc, char **argv) {
-    (void)argc, (void)argv;
+    if (argc == 3 && !strcmp(argv[1], "--make-cli-fixture")) return make_cli_fixture(argv[2]);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gradients),         cmocka_unit_test(test_planted_topk),
         cmocka_unit_test(test_planted_relu),      cmocka_unit_test(test_planted_jumprelu),
