@@ -349,12 +349,17 @@ static void build_csc(stetho_sae_trainer *t, size_t n_entries) {
     for (size_t e = 0; e < n_entries; e++) t->csc[pos[t->e_idx[e]]++] = (int32_t)e;
 }
 
-static inline void axpy(int n, float a, const float *x, float *y) {
+/* The sparse (TopK) passes are made of these: vectorised explicitly, since a plain
+ * float loop is a chain of dependent scalar adds (the simd reduction's order is
+ * fixed, so results stay deterministic). x and y never overlap. */
+static inline void axpy(int n, float a, const float *restrict x, float *restrict y) {
+    #pragma omp simd
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
-static inline float dot(int n, const float *x, const float *y) {
+static inline float dot(int n, const float *restrict x, const float *restrict y) {
     float s = 0;
+    #pragma omp simd reduction(+ : s)
     for (int i = 0; i < n; i++) s += x[i] * y[i];
     return s;
 }

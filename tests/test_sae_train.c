@@ -158,7 +158,7 @@ static void check_planted(stetho_sae_arch arch, uint64_t tokens, int batch, int 
 
 static void test_planted_topk(void **state) {
     (void)state;
-    check_planted(STETHO_SAE_TOPK, 120000, 256, 60, 0.8);
+    check_planted(STETHO_SAE_TOPK, 120000, 128, 60, 0.85);
 }
 
 static void test_planted_relu(void **state) {
