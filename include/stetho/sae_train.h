@@ -6,9 +6,10 @@
  *
  *   architectures  topk (k largest pre-activations, ReLU'd; default k 32),
  *                  relu (SAELens "standard": ReLU with an L1 penalty),
- *                  jumprelu (ReLU gated by a learnt per-feature threshold with an
- *                  L0 penalty; threshold gradients by straight-through estimation
- *                  with a rectangle kernel, as in Rajamanoharan et al. 2024)
+ *                  jumprelu (ReLU gated by a learnt per-feature threshold >= 0 with
+ *                  an L0 penalty; threshold gradients by straight-through
+ *                  estimation with a rectangle kernel, as in Rajamanoharan et al.
+ *                  2024; the threshold itself is the parameter, not its log)
  *   loss           sum over d_model of (x - x_hat)^2, averaged over the batch,
  *                  + sparsity (relu: l1 * sum f; jumprelu: l1 * L0)
  *                  + AuxK (every architecture): the top k_aux pre-activations of
