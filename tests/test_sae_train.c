@@ -280,6 +280,48 @@ static void test_deterministic(void **state) {
         }
 }
 
+/* Large enough that the OpenMP loops and BLAS run on several threads. */
+static void train_random(stetho_sae_arch arch, uint64_t seed, stetho_sae *out) {
+    enum { D = 64, M = 2048, B = 256 };
+    stetho_sae_train_config c;
+    stetho_sae_train_config_default(&c);
+    c.d_model = D, c.d_sae = M, c.arch = arch, c.k = 16, c.batch = B, c.buffer_tokens = 2 * B;
+    c.total_tokens = 6 * B, c.seed = seed, c.dead_window = 2 * B, c.heldout_tokens = 0;
+    stetho_sae_trainer *tr;
+    assert_int_equal(stetho_sae_trainer_init(&tr, &c), STETHO_OK);
+    uint64_t rng = 77;
+    float *x = malloc(sizeof(float) * D * B);
+    for (int b = 0; b < 6; b++) {
+        for (int i = 0; i < D * B; i++) x[i] = tu_rand_normal(&rng) + (i % D == 3 ? 4.0f : 0.0f);
+        assert_int_equal(stetho_sae_trainer_feed(tr, x, B), STETHO_OK);
+    }
+    free(x);
+    assert_int_equal(stetho_sae_trainer_finish(tr, out, NULL), STETHO_OK);
+    stetho_sae_trainer_free(tr);
+}
+
+static void test_deterministic_threads(void **state) {
+    (void)state;
+    stetho_sae_arch archs[] = {STETHO_SAE_TOPK, STETHO_SAE_RELU};
+    for (size_t a = 0; a < 2; a++) {
+        stetho_sae s1, s2, s3;
+        stetho_set_threads(2);
+        train_random(archs[a], 1, &s1);
+        train_random(archs[a], 1, &s2);
+        stetho_set_threads(1);
+        train_random(archs[a], 1, &s3);
+        assert_true(same_sae(&s1, &s2));
+        /* another thread count may round differently, but trains the same SAE */
+        double diff = 0, norm = 0;
+        for (size_t i = 0; i < (size_t)64 * 2048; i++) {
+            diff += fabs((double)s1.W_dec[i] - s3.W_dec[i]);
+            norm += fabs((double)s1.W_dec[i]);
+        }
+        assert_true(diff < 1e-3 * norm);
+        stetho_sae_free(&s1), stetho_sae_free(&s2), stetho_sae_free(&s3);
+    }
+}
+
 static void test_save_load(void **state) {
     (void)state;
     stetho_set_threads(2);
@@ -660,7 +702,8 @@ int main(int argc, char **argv) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gradients),         cmocka_unit_test(test_planted_topk),
         cmocka_unit_test(test_planted_relu),      cmocka_unit_test(test_planted_jumprelu),
-        cmocka_unit_test(test_deterministic),     cmocka_unit_test(test_save_load),
+        cmocka_unit_test(test_deterministic),     cmocka_unit_test(test_deterministic_threads),
+        cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_recon_metrics),     cmocka_unit_test(test_downstream_metrics),
         cmocka_unit_test(test_hook_consumer),     cmocka_unit_test(test_bad_config),
     };

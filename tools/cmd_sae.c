@@ -485,6 +485,7 @@ static int parse_train(int argc, char **argv, train_args *a) {
     if (!a->model || !a->input || !a->out || !a->width)
         return cli_usage("sae", "sae train needs MODEL, --input TEXT.jsonl, --width W and -o DIR");
     if (!a->hook && !a->layers) return cli_usage("sae", "sae train needs --hook blocks.L.hook_X (or --layers LIST)");
+    if (strlen(a->out) > 4000) return cli_usage("sae", "-o: the path is too long");
     if (a->arch == STETHO_SAE_TOPK && a->k > a->width) {
         if (a->k_given) return cli_usage("sae", "--k %ld exceeds --width %ld", a->k, a->width);
         a->k = a->width;
