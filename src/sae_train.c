@@ -9,6 +9,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -104,38 +105,48 @@ static int thread_id(void) {
 #endif
 }
 
+/* a is a worse pick than b: smaller value, or equal value and larger index. */
+static inline bool worse(float va, int32_t ia, float vb, int32_t ib) { return va < vb || (va == vb && ia > ib); }
+
+/* Restore the heap (worst pick at the root) below position i. */
+static void sift_down(float *hv, int32_t *hi, int k, int i) {
+    for (;;) {
+        int c = 2 * i + 1, w = i;
+        if (c < k && worse(hv[c], hi[c], hv[w], hi[w])) w = c;
+        if (c + 1 < k && worse(hv[c + 1], hi[c + 1], hv[w], hi[w])) w = c + 1;
+        if (w == i) return;
+        float tv = hv[i];
+        int32_t ti = hi[i];
+        hv[i] = hv[w], hi[i] = hi[w];
+        hv[w] = tv, hi[w] = ti;
+        i = w;
+    }
+}
+
+static int cmp_i32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
 /* Indices of the k largest values of v[0, n) (ties: lower index first), into
- * out[0, k) in increasing index order. scratch: n floats. */
+ * out[0, k) in increasing index order. A heap of the k best so far: after the
+ * first few hundred elements almost every value fails the one comparison with
+ * the worst kept, which is far cheaper than a quickselect's partitions.
+ * scratch: k floats. */
 static void top_k_indices(const float *v, int n, int k, float *scratch, int32_t *out) {
     if (k >= n) {
         for (int i = 0; i < n; i++) out[i] = i;
         return;
     }
-    memcpy(scratch, v, (size_t)n * sizeof *v);
-    int lo = 0, hi = n - 1, target = k - 1; /* quickselect for the k-th largest */
-    while (lo < hi) {
-        float pivot = scratch[lo + (hi - lo) / 2];
-        int i = lo, j = hi;
-        while (i <= j) {
-            while (scratch[i] > pivot) i++;
-            while (scratch[j] < pivot) j--;
-            if (i <= j) {
-                float t = scratch[i];
-                scratch[i] = scratch[j];
-                scratch[j] = t;
-                i++, j--;
-            }
+    float *hv = scratch;
+    for (int i = 0; i < k; i++) hv[i] = v[i], out[i] = i;
+    for (int i = k / 2 - 1; i >= 0; i--) sift_down(hv, out, k, i);
+    for (int i = k; i < n; i++)
+        if (v[i] > hv[0]) { /* a later index wins only with a strictly larger value */
+            hv[0] = v[i], out[0] = i;
+            sift_down(hv, out, k, 0);
         }
-        if (target <= j) hi = j;
-        else if (target >= i) lo = i;
-        else break;
-    }
-    float kth = scratch[target];
-    int above = 0, o = 0;
-    for (int i = 0; i < n; i++) above += v[i] > kth;
-    int ties = k - above;
-    for (int i = 0; i < n && o < k; i++)
-        if (v[i] > kth || (v[i] == kth && ties-- > 0)) out[o++] = i;
+    qsort(out, (size_t)k, sizeof *out, cmp_i32);
 }
 
 static double lr_at(const stetho_sae_trainer *t, uint64_t step) {
