@@ -168,6 +168,7 @@ static stetho_status k_diagnose(ctx *x, const char *k, struct fy_node *v, const 
     if (!strcmp(k, "metric")) return get_string(x, v, path, false, &x->c->metric);
     if (!strcmp(k, "max_tokens")) return get_int(x, v, path, 0, 1 << 24, &x->c->diagnose_max_tokens);
     if (!strcmp(k, "top_features")) return get_int(x, v, path, 1, 1 << 20, &x->c->top_features);
+    if (!strcmp(k, "limit")) return get_int(x, v, path, 0, 1 << 30, &x->c->diagnose_limit);
     return STETHO_ERR_NOTFOUND;
 }
 
@@ -282,7 +283,7 @@ static stetho_status k_top(ctx *x, const char *k, struct fy_node *v, const char 
     if (!strcmp(k, "models")) return each_key(x, v, path, k_models, "base, finetuned, task_vector");
     if (!strcmp(k, "sae_dir")) return get_string(x, v, path, true, &x->c->sae_dir);
     if (!strcmp(k, "prompts")) return each_key(x, v, path, k_prompts, "domain, general");
-    if (!strcmp(k, "diagnose")) return each_key(x, v, path, k_diagnose, "metric, max_tokens, top_features");
+    if (!strcmp(k, "diagnose")) return each_key(x, v, path, k_diagnose, "metric, max_tokens, top_features, limit");
     if (!strcmp(k, "edit")) return each_key(x, v, path, k_edit, "modules, alpha");
     if (!strcmp(k, "variants"))
         return each_key(x, v, path, k_variants, "base, finetuned, stethoscope, scalpel, controls, ablation");
@@ -429,6 +430,7 @@ stetho_status stetho_study_config_json(const stetho_study_config *c, char **out)
     json_object_set_new(o, "random_seeds", s);
     json_object_set_new(o, "diagnose_max_tokens", json_integer(c->diagnose_max_tokens));
     json_object_set_new(o, "top_features", json_integer(c->top_features));
+    json_object_set_new(o, "diagnose_limit", json_integer(c->diagnose_limit));
     json_object_set_new(o, "scalpel_features", json_integer(c->scalpel_features));
     json_object_set_new(o, "variants", json_pack("{s:b, s:b, s:b, s:b, s:b, s:b, s:b}", "base", c->v_base, "finetuned",
                                                  c->v_finetuned, "norm", c->c_norm, "bottom", c->c_bottom, "all_layers",

@@ -17,6 +17,7 @@ int cmd_eval(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_report(int argc, char **argv);
+int cmd_study(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv), cmd_detokenize(int argc, char **argv);
 
 #endif

@@ -26,6 +26,7 @@ static const command commands[] = {
     {"perplexity", cmd_perplexity, "general-text perplexity (what an edit costs outside its domain)"},
     {"grade", cmd_grade, "grade Minerva Math generations (lm-eval extraction, LaTeX equivalence)"},
     {"demo", cmd_demo, "the tiny world end to end: build, evaluate base and fine-tuned, compare"},
+    {"study", cmd_study, "the whole study from one YAML: diagnose, edits and controls, evaluation, comparison, report"},
     {"report", cmd_report, "HTML and Markdown report of a study run (RUN_DIR/summary.json)"},
     {"toy", cmd_toy, "the tiny world: 'toy build' trains its models from scratch"},
     {"tokenize", cmd_tokenize, "text -> token ids with a tokenizer.json"}, {"detokenize", cmd_detokenize, "token ids -> text"},

@@ -7,7 +7,7 @@
  *   models:      {base: DIR, finetuned: DIR | task_vector: FILE}
  *   sae_dir:     DIR
  *   prompts:     {domain: JSONL, general: JSONL}
- *   diagnose:    {metric: NAME, max_tokens: N, top_features: K}
+ *   diagnose:    {metric: NAME, max_tokens: N, top_features: K, limit: N}
  *   edit:        {modules: SPEC, alpha: A | [A, ...]}
  *   variants:    {base: bool, finetuned: bool, stethoscope: {top_k: K | [K, ...]},
  *                 scalpel: {features: K} | false,
@@ -35,6 +35,7 @@ typedef struct {
     char *metric;               /* NULL = diagnose's default */
     int diagnose_max_tokens;    /* 0 = all */
     int top_features;           /* features kept per layer in the scores (default 32) */
+    int diagnose_limit;         /* prompts per set (0 = all) */
     char *modules;              /* default "all" */
     double *alpha;              /* default {1} */
     size_t n_alpha;
