@@ -441,6 +441,36 @@ static variant *add_variant(runner *r, const char *name, const char *kind, const
     return v;
 }
 
+/* The selection record plus the study variant it belongs to. */
+static stetho_status tag_meta(variant *v) {
+    json_t *o = json_loads(v->meta, 0, NULL);
+    if (!o) return st_err(STETHO_ERR_NOMEM, "out of memory");
+    json_object_set_new(o, "study_variant", json_pack("{s:s, s:s, s:s}", "name", v->name, "kind", v->kind, "label", v->label));
+    char *text = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    if (!text) return st_err(STETHO_ERR_NOMEM, "out of memory");
+    free(v->meta);
+    v->meta = text;
+    return STETHO_OK;
+}
+
+/* Settings that need the model's shape, checked before any work. */
+static stetho_status check_config(runner *r) {
+    const stetho_study_config *c = r->c;
+    for (size_t i = 0; i < c->n_top_k; i++)
+        if (c->top_k[i] > r->n_layers)
+            return st_err(STETHO_ERR_INVALID, "%s: top_k %d exceeds the model's %d layers", c->path, c->top_k[i],
+                          r->n_layers);
+    if (c->scalpel_features > c->top_features)
+        return st_err(STETHO_ERR_INVALID,
+                      "%s: scalpel.features %d exceeds diagnose.top_features %d (the features the scores list per layer)",
+                      c->path, c->scalpel_features, c->top_features);
+    if (c->scalpel_features > r->d_model)
+        return st_err(STETHO_ERR_INVALID, "%s: scalpel.features %d exceeds d_model %d", c->path, c->scalpel_features,
+                      r->d_model);
+    return STETHO_OK;
+}
+
 /* The variants the config asks for, with their layers chosen. */
 static stetho_status plan_variants(runner *r) {
     const stetho_study_config *c = r->c;
@@ -547,6 +577,7 @@ static stetho_status plan_variants(runner *r) {
                                       stetho_select_needs_scores(spec.method) && r->have_scores ? &r->sc : NULL,
                                       &v->meta);
         st_free(order);
+        if (!st) st = tag_meta(v);
         if (st) return st_err_context(st, "variant %s", v->name);
     }
     return STETHO_OK;
@@ -1229,6 +1260,7 @@ stetho_status stetho_study_run(const stetho_study_config *c, const char *run_dir
     stetho_status st = r.timings ? STETHO_OK : st_err(STETHO_ERR_NOMEM, "out of memory");
     double t;
     if (!st) st = load_shape(&r);
+    if (!st) st = check_config(&r);
     if (!st) st = claim_run_dir(&r);
     if (!st) st = load_timings(&r);
     if (!st) {
