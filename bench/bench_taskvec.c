@@ -1,10 +1,11 @@
-/* Benchmark: `stetho diff` and `stetho edit` on a generated bf16 checkpoint
+/* Benchmark: `stetho diff`, `stetho project` (the scalpel) and `stetho edit` on a generated bf16 checkpoint
  * (~2 GB by default), each against a baseline measured in the same run: reading
  * the same input bytes and writing the same number of output bytes with plain
  * read()/write(). Also samples the peak anonymous (non-file) resident memory of
  * the stetho process, which must stay bounded whatever the model size.
  *
  * usage: bench_taskvec STETHO_BINARY WORK_DIR [GB] [JSON_OUT] */
+#include "stetho/sae.h"
 #include "stetho/safetensors.h"
 
 #include <errno.h>
@@ -90,6 +91,33 @@ static int generate(const char *dir_base, const char *dir_ft, double gb) {
     free(b);
     if (stetho_st_writer_finish(&w[0]) || stetho_st_writer_finish(&w[1])) return -1;
     return L;
+}
+
+/* One SAELens SAE (width 64) per layer and features.json naming 8 of each. */
+static int make_saes(const char *dir, const char *features, int L, int d) {
+    const int w = 64;
+    mkdir(dir, 0755);
+    FILE *f = fopen(features, "w");
+    if (!f) return -1;
+    fputc('{', f);
+    stetho_sae s = {.arch = STETHO_SAE_RELU, .d_model = d, .d_sae = w};
+    s.W_enc = calloc((size_t)d * w, sizeof(float));
+    s.W_dec = malloc((size_t)d * w * sizeof(float));
+    s.b_enc = calloc((size_t)w, sizeof(float));
+    s.b_dec = calloc((size_t)d, sizeof(float));
+    int rc = s.W_enc && s.W_dec && s.b_enc && s.b_dec ? 0 : -1;
+    for (int l = 0; l < L && !rc; l++) {
+        for (size_t i = 0; i < (size_t)d * w; i++) s.W_dec[i] = ((int32_t)(xorshift() & 0xffff) - 32768) / 32768.0f;
+        s.layer = l;
+        snprintf(s.hook, sizeof s.hook, "blocks.%d.hook_resid_post", l);
+        char p[4096];
+        snprintf(p, sizeof p, "%s/layer_%d", dir, l);
+        if (stetho_sae_save_saelens(&s, p, true)) rc = -1;
+        fprintf(f, "%s\"%d\": [0, 3, 7, 11, 19, 23, 42, 63]", l ? ", " : "", l);
+    }
+    fputs("}\n", f);
+    free(s.W_enc), free(s.W_dec), free(s.b_enc), free(s.b_dec);
+    return fclose(f) == 0 ? rc : -1;
 }
 
 static uint64_t file_size(const char *p) {
@@ -191,7 +219,7 @@ int main(int argc, char **argv) {
     snprintf(scratch, sizeof scratch, "%s/baseline.bin", work);
     snprintf(bst, sizeof bst, "%s/model.safetensors", base);
     snprintf(fst, sizeof fst, "%s/model.safetensors", ft);
-    char cmd[5000];
+    char cmd[9000];
     snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s' '%s'", base, ft, tv, out);
     if (system(cmd) != 0) return 1;
     double t0 = now();
@@ -212,6 +240,24 @@ int main(int argc, char **argv) {
     uint64_t tv_bytes = file_size(tv);
     double b_diff = baseline(in_diff, 2, scratch, tv_bytes);
 
+    /* the scalpel: tau projected on 8 SAE decoder directions per layer (SAELens
+     * SAEs of width 64, generated), bound by reading and writing tau */
+    char saes[1100], feats[1100], ptv[1100];
+    snprintf(saes, sizeof saes, "%s/saes", work);
+    snprintf(feats, sizeof feats, "%s/features.json", work);
+    snprintf(ptv, sizeof ptv, "%s/projected.safetensors", work);
+    if (make_saes(saes, feats, L, 2048)) {
+        fprintf(stderr, "bench_taskvec: generating SAEs failed: %s\n", stetho_last_error());
+        return 1;
+    }
+    const char *in_proj[1] = {tv};
+    baseline(in_proj, 1, scratch, 0);
+    long peak_proj;
+    char *proj_argv[] = {(char *)stetho, "project", "--task-vector", tv, "--sae-dir", saes, "--features-file", feats,
+                         "-o", ptv, NULL};
+    double t_proj = run(proj_argv, &peak_proj);
+    double b_proj = baseline(in_proj, 1, scratch, file_size(ptv));
+
     const char *in_edit[2] = {bst, tv};
     baseline(in_edit, 2, scratch, 0);
     char *edit_argv[] = {(char *)stetho, "edit", base, "--task-vector", tv, "-o", out, NULL};
@@ -224,11 +270,15 @@ int main(int argc, char **argv) {
            peak_diff / 1024.0);
     printf("%-34s %10.2f %10.2f %8.2f %12.1f\n", "edit (read base+tau, write bf16)", t_edit, b_edit, t_edit / b_edit,
            peak_edit / 1024.0);
+    printf("%-34s %10.2f %10.2f %8.2f %12.1f\n", "project (read tau, write P tau)", t_proj, b_proj, t_proj / b_proj,
+           peak_proj / 1024.0);
     printf("diff %.2f GB/s read+write, edit %.2f GB/s (baseline: plain read()+write() of the same bytes)\n",
            (in_d + tv_bytes) / t_diff / 1e9, (in_e + model_bytes) / t_edit / 1e9);
     /* machine-readable lines for bench/run.sh's summary: name, value, unit, baseline, ratio (lower is better) */
     printf("RESULT\ttaskvec_diff_%.1fGB\t%.3f\ts\t%.3f\t%.3f\n", model_bytes / 1e9, t_diff, b_diff, t_diff / b_diff);
     printf("RESULT\ttaskvec_edit_%.1fGB\t%.3f\ts\t%.3f\t%.3f\n", model_bytes / 1e9, t_edit, b_edit, t_edit / b_edit);
+    printf("RESULT\tproject_%.1fGB_tau\t%.3f\ts\t%.3f\t%.3f\n", tv_bytes / 1e9, t_proj, b_proj, t_proj / b_proj);
+    printf("RESULT\tproject_peak_anon\t%.1f\tMB\t512\t%.3f\n", peak_proj / 1024.0, peak_proj / 1024.0 / 512);
     printf("RESULT\ttaskvec_diff_peak_anon\t%.1f\tMB\t512\t%.3f\n", peak_diff / 1024.0, peak_diff / 1024.0 / 512);
     printf("RESULT\ttaskvec_edit_peak_anon\t%.1f\tMB\t512\t%.3f\n", peak_edit / 1024.0, peak_edit / 1024.0 / 512);
     if (json) {
@@ -244,6 +294,6 @@ int main(int argc, char **argv) {
             fclose(f);
         }
     }
-    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s' '%s'", base, ft, tv, out);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s' '%s' '%s' '%s' '%s' '%s'", base, ft, tv, out, saes, feats, ptv);
     return system(cmd) == 0 ? 0 : 1;
 }

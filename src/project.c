@@ -66,6 +66,9 @@ void stetho_project_report_free(stetho_project_report *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* Floats per streamed block (4 MB). */
+#define PROJECT_BLOCK ((size_t)1 << 20)
+
 static double sumsq(const float *x, size_t n) {
     double s = 0;
 #pragma omp parallel for reduction(+ : s)
@@ -88,7 +91,8 @@ stetho_status stetho_project_taskvec(const stetho_checkpoint *tv, const stetho_s
     layer_basis *bases = st_calloc(n_sel ? n_sel : 1, sizeof *bases);
     rep->layers = st_calloc(n_sel ? n_sel : 1, sizeof *rep->layers);
     rep->tensors = st_calloc(tv->n_tensors ? tv->n_tensors : 1, sizeof *rep->tensors);
-    float *buf = NULL, *tmp = NULL, *outb = NULL;
+    float *buf = NULL, *tmp = NULL, *outb = NULL; /* buf, outb: one block each; tmp: r x (block rows | cols) */
+    size_t tmp_cap = 0;
     stetho_st_writer w;
     bool have_writer = false;
     if (!bases || !rep->layers || !rep->tensors) {
@@ -161,46 +165,73 @@ stetho_status stetho_project_taskvec(const stetho_checkpoint *tv, const stetho_s
                         t->name, (unsigned long long)t->shape[0], (unsigned long long)t->shape[1], B->layer, B->d_model);
             break;
         }
-        float *nb = st_realloc(buf, n * sizeof *buf + 4), *no = nb ? st_realloc(outb, n * sizeof *outb + 4) : NULL;
-        if (nb) buf = nb;
-        if (no) outb = no;
-        if (!nb || !no) {
-            st = STETHO_ERR_NOMEM;
-            break;
+        /* streamed in blocks of rows, so memory stays bounded by the block and
+         * the r x cols accumulator whatever the tensor's size */
+        size_t cols = t->ndim >= 2 && t->shape[0] ? n / (size_t)t->shape[0] : 1, rows = cols ? n / cols : 0;
+        size_t rb = cols >= PROJECT_BLOCK ? 1 : PROJECT_BLOCK / cols;
+        size_t r = project ? (size_t)B->rank : 0, esz = stetho_dtype_bits(t->dtype) / 8;
+        size_t need_tmp = project ? r * (rd ? rb : cols) : 0;
+        if (!buf) {
+            buf = st_malloc(PROJECT_BLOCK * sizeof *buf + PROJECT_BLOCK * sizeof *buf);
+            if (!buf) {
+                st = STETHO_ERR_NOMEM;
+                break;
+            }
+            outb = buf + PROJECT_BLOCK;
         }
-        stetho_convert_to_f32(buf, t->data, t->dtype, n);
-        ts->energy_before = sumsq(buf, n);
-        rep->total_before += ts->energy_before;
-        if (project) {
-            int rows = (int)t->shape[0], cols = (int)t->shape[1], r = B->rank, dm = B->d_model;
-            size_t tn = (size_t)r * (size_t)(rd ? rows : cols);
-            float *nt = st_realloc(tmp, tn * sizeof *tmp + 4);
+        if (need_tmp > tmp_cap) {
+            float *nt = st_realloc(tmp, need_tmp * sizeof *tmp);
             if (!nt) {
                 st = STETHO_ERR_NOMEM;
                 break;
             }
             tmp = nt;
-            if (rd) { /* dW [rows, d_model]: (dW Q) Q^T */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, r, dm, 1.0f, buf, cols, B->Q, r, 0.0f, tmp, r);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, dm, r, 1.0f, tmp, r, B->Q, r, 0.0f, outb, cols);
-            } else { /* dW [d_model, cols]: Q (Q^T dW) */
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, cols, dm, 1.0f, B->Q, r, buf, cols, 0.0f, tmp, cols);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, dm, cols, r, 1.0f, B->Q, r, tmp, cols, 0.0f, outb, cols);
+            tmp_cap = need_tmp;
+        }
+        const uint8_t *src = t->data;
+        int dm = project ? B->d_model : 0;
+        if (project && wr) { /* dW [d_model, cols]: Q (Q^T dW), Q^T dW accumulated over row blocks first */
+            memset(tmp, 0, r * cols * sizeof *tmp);
+            for (size_t i0 = 0; i0 < rows; i0 += rb) {
+                size_t nr = rows - i0 < rb ? rows - i0 : rb;
+                stetho_convert_to_f32(buf, src + i0 * cols * esz, t->dtype, nr * cols);
+                ts->energy_before += sumsq(buf, nr * cols);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)cols, (int)nr, 1.0f, B->Q + i0 * r,
+                            (int)r, buf, (int)cols, 1.0f, tmp, (int)cols);
             }
+        }
+        for (size_t i0 = 0; i0 < rows && !st; i0 += rb) {
+            size_t nr = rows - i0 < rb ? rows - i0 : rb, nb = nr * cols;
+            if (project && wr) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)cols, (int)r, 1.0f, B->Q + i0 * r,
+                            (int)r, tmp, (int)cols, 0.0f, outb, (int)cols);
+            } else {
+                stetho_convert_to_f32(buf, src + i0 * cols * esz, t->dtype, nb);
+                double e = sumsq(buf, nb);
+                ts->energy_before += e;
+                if (project) { /* dW [rows, d_model]: (dW Q) Q^T */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)r, dm, 1.0f, buf, (int)cols, B->Q,
+                                (int)r, 0.0f, tmp, (int)r);
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, dm, (int)r, 1.0f, tmp, (int)r, B->Q,
+                                (int)r, 0.0f, outb, (int)cols);
+                } else if (o.keep_other) {
+                    memcpy(outb, buf, nb * sizeof *outb);
+                } else {
+                    memset(outb, 0, nb * sizeof *outb);
+                }
+            }
+            if (project || o.keep_other) ts->energy_after += sumsq(outb, nb);
+            if (have_writer && nb) st = stetho_st_writer_write(&w, outb, nb * sizeof *outb);
+        }
+        rep->total_before += ts->energy_before;
+        if (project) {
             ts->projected = true;
-            ts->energy_after = sumsq(outb, n);
             rep->projected_before += ts->energy_before;
             rep->projected_after += ts->energy_after;
             LS->energy_before += ts->energy_before;
             LS->energy_after += ts->energy_after;
-        } else if (o.keep_other) {
-            memcpy(outb, buf, n * sizeof *outb);
-            ts->energy_after = ts->energy_before;
-        } else {
-            memset(outb, 0, n * sizeof *outb);
         }
         rep->total_after += ts->energy_after;
-        if (have_writer && n) st = stetho_st_writer_write(&w, outb, n * sizeof *outb);
     }
     for (size_t j = 0; j < rep->n_layers; j++)
         rep->expected_random += rep->layers[j].energy_before * rep->layers[j].rank / rep->layers[j].d_model;
@@ -212,7 +243,7 @@ done:
     if (have_writer) stetho_st_writer_abort(&w);
     for (size_t i = 0; i < n_sel && bases; i++) st_free(bases[i].Q);
     st_free(bases);
-    st_free(buf), st_free(tmp), st_free(outb);
+    st_free(buf), st_free(tmp);
     if (st) stetho_project_report_free(rep);
     return st;
 }

@@ -100,7 +100,8 @@ static void test_project_taskvec(void **state) {
     (void)state;
     const char *dir = tu_tmpdir("proj-tv");
     const int DM = 64;
-    tu_model_spec bs = {.n_layers = 3, .hidden = DM, .intermediate = 128, .n_heads = 4, .n_kv_heads = 2, .head_dim = 16,
+    /* intermediate 20000: the MLP matrices span several of the projection's streamed blocks */
+    tu_model_spec bs = {.n_layers = 3, .hidden = DM, .intermediate = 20000, .n_heads = 4, .n_kv_heads = 2, .head_dim = 16,
                         .seed = 11};
     tu_make_model(tu_path(dir, "base"), &bs);
     tu_model_spec fs = bs;
