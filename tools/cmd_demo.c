@@ -163,7 +163,7 @@ static void print_summary(const char *run) {
                "matrices (a random subspace of that rank: %.1f%%)\n",
                (long long)json_integer_value(json_object_get(scal, "features")), 100 * num(scal, "retained"),
                100 * num(scal, "expected_random"));
-    printf("\n%-28s %-12s %16s %14s %9s %9s %11s\n", "variant", "layers", "accuracy", "vs base", "p", "p (Holm)",
+    printf("\n%-28s %-16s %16s %14s %9s %9s %11s\n", "variant", "layers", "accuracy", "vs base", "p", "p (Holm)",
            "perplexity");
     json_array_foreach(json_object_get(s, "variants"), i, e) {
         json_t *res = json_object_get(json_object_get(e, "results"), group);
@@ -187,7 +187,7 @@ static void print_summary(const char *run) {
             snprintf(p, sizeof p, "%.3g", num(vb, "p"));
             snprintf(ph, sizeof ph, "%.3g", num(vb, "p_holm"));
         }
-        printf("%-28s %-12s %16s %14s %9s %9s %11.3f\n", json_string_value(json_object_get(e, "label")), layers, acc, diff,
+        printf("%-28s %-16s %16s %14s %9s %9s %11.3f\n", json_string_value(json_object_get(e, "label")), layers, acc, diff,
                p, ph, num(e, "perplexity"));
     }
     json_t *abl = json_object_get(s, "ablation");
