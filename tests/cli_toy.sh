@@ -19,15 +19,21 @@ cmp -s "$T/a/ft/model.safetensors" "$T/b/ft/model.safetensors" && ok || bad "sam
 first=$(sed -n 2p "$T/a/logs/base_loss.tsv" | cut -f4); last=$(tail -1 "$T/a/logs/base_loss.tsv" | cut -f4)
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.5) }' && ok || bad "base loss $first -> $last did not fall"
 "$S" generate "$T/a/ft" --prompt "Problem:" --max-tokens 5 --quiet > /dev/null && ok || bad "generate on the fine-tuned model"
-# the study on that world, end to end: its SAEs, then `stetho demo`
-"$S" sae train "$T/a/base" --input "$T/a/data/math/train.jsonl" --field problem --layers 0-3 --width 128 --k 8 \
-    --tokens 20000 --batch 512 -o "$T/a/saes" --quiet > "$T/out" 2>&1 && ok || { cat "$T/out"; bad "sae train on the world"; }
-"$S" demo --world "$T/a" -o "$T/demo" --limit 2 > "$T/demo.out" 2>&1 && ok || { tail -20 "$T/demo.out"; bad "demo failed"; }
-for f in study.yaml summary.json report.html report.md diagnose/scores.json scalpel/projection.json; do
-    [ -s "$T/demo/$f" ] && ok || bad "demo: missing $f"
-done
-grep -q "stethoscope top-3" "$T/demo.out" && grep -q "random 3 (seed 3)" "$T/demo.out" && grep -q "norm-ranked top-3" "$T/demo.out" \
-    && grep -q "scalpel: the top 8 SAE features" "$T/demo.out" && ok || { cat "$T/demo.out"; bad "demo summary"; }
+# the study on that world, end to end: its SAEs, then `stetho demo`. Skipped in the
+# unoptimised sanitizer build (minutes of -O0 generation); the study runner itself
+# runs there in cli_study and test_study_run.
+if [ "${STETHO_SANITIZED:-0}" = 1 ]; then
+  echo "cli_toy: sanitizer build, demo on the quick world skipped"
+else
+  "$S" sae train "$T/a/base" --input "$T/a/data/math/train.jsonl" --field problem --layers 0-3 --width 128 --k 8 \
+      --tokens 20000 --batch 512 -o "$T/a/saes" --quiet > "$T/out" 2>&1 && ok || { cat "$T/out"; bad "sae train on the world"; }
+  "$S" demo --world "$T/a" -o "$T/demo" --limit 2 > "$T/demo.out" 2>&1 && ok || { tail -20 "$T/demo.out"; bad "demo failed"; }
+  for f in study.yaml summary.json report.html report.md diagnose/scores.json scalpel/projection.json; do
+      [ -s "$T/demo/$f" ] && ok || bad "demo: missing $f"
+  done
+  grep -q "stethoscope top-3" "$T/demo.out" && grep -q "random 3 (seed 3)" "$T/demo.out" && grep -q "norm-ranked top-3" "$T/demo.out" \
+      && grep -q "scalpel: the top 8 SAE features" "$T/demo.out" && ok || { cat "$T/demo.out"; bad "demo summary"; }
+fi
 "$S" toy build --quick > /dev/null 2>&1; [ $? -eq 2 ] && ok || bad "missing -o should exit 2"
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
