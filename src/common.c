@@ -2,6 +2,7 @@
  * and a small string builder used across the library. */
 #include "internal.h"
 
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,4 +230,22 @@ char *st_path_join(const char *dir, const char *name) {
 bool st_ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), k = strlen(suffix);
     return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+void st_remove_tree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+float *st_alloc_floats(size_t a, size_t b, bool *ok) {
+    size_t n;
+    if (!*ok || !st_mul_size(a, b, &n) || !st_mul_size(n, sizeof(float), &n)) {
+        *ok = false;
+        return NULL;
+    }
+    float *p = st_malloc(n ? n : sizeof(float));
+    if (!p) *ok = false;
+    return p;
 }

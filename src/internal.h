@@ -45,6 +45,12 @@ static inline bool st_add_u64(uint64_t a, uint64_t b, uint64_t *out) {
 
 /* "dir/name" in a new string (NULL with a message when out of memory). */
 char *st_path_join(const char *dir, const char *name);
+/* An [a, b] float buffer (overflow-checked, fault-injectable); NULL and
+ * *ok = false on failure, and nothing allocated once *ok is false, so a run of
+ * allocations can be checked once at the end. */
+float *st_alloc_floats(size_t a, size_t b, bool *ok);
+/* Remove a file or a directory and everything under it (best effort). */
+void st_remove_tree(const char *path);
 bool st_ends_with(const char *s, const char *suffix);
 
 /* Read a file of at most max_size bytes as a JSON object (jansson). NULL with

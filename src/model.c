@@ -524,17 +524,6 @@ static void kv_attend_rows(run_state *s, const stetho_model_config *c, int l, in
                         c->attn_scale, c->attn_softcap, maxk, s->dscores);
 }
 
-static float *alloc_f(size_t a, size_t b, bool *ok) {
-    size_t n;
-    if (!*ok || !st_mul_size(a, b, &n) || !st_mul_size(n, sizeof(float), &n)) {
-        *ok = false;
-        return NULL;
-    }
-    float *p = st_malloc(n ? n : sizeof(float));
-    if (!p) *ok = false;
-    return p;
-}
-
 static void run_state_free(run_state *s) {
     float **all[] = {&s->x, &s->xn, &s->q, &s->k, &s->v, &s->att, &s->out, &s->gate, &s->up, &s->wbuf,
                      &s->scores, &s->cos_g, &s->sin_g, &s->cos_l, &s->sin_l};
@@ -558,21 +547,21 @@ static stetho_status run_state_alloc(run_state *s, const stetho_model_config *c,
     size_t KV = (size_t)c->n_kv_heads * hd, FF = (size_t)c->intermediate;
     size_t kmax = D > Q ? D : Q;
     if (FF > kmax) kmax = FF;
-    s->x = alloc_f(T, D, &ok);
-    s->xn = alloc_f(T, D, &ok);
-    s->q = alloc_f(T, Q, &ok);
-    s->k = alloc_f(T, KV, &ok);
-    s->v = alloc_f(T, KV, &ok);
-    s->att = alloc_f(T, Q, &ok);
-    s->out = alloc_f(T, D, &ok);
-    s->gate = alloc_f(T, FF, &ok);
-    s->up = alloc_f(T, FF, &ok);
-    s->wbuf = alloc_f(st_matmul_scratch_elems((int)kmax), 1, &ok);
-    s->scores = alloc_f(st_attention_scratch_elems((int)T), 1, &ok);
-    s->cos_g = alloc_f(T, hd / 2, &ok);
-    s->sin_g = alloc_f(T, hd / 2, &ok);
-    s->cos_l = alloc_f(T, hd / 2, &ok);
-    s->sin_l = alloc_f(T, hd / 2, &ok);
+    s->x = st_alloc_floats(T, D, &ok);
+    s->xn = st_alloc_floats(T, D, &ok);
+    s->q = st_alloc_floats(T, Q, &ok);
+    s->k = st_alloc_floats(T, KV, &ok);
+    s->v = st_alloc_floats(T, KV, &ok);
+    s->att = st_alloc_floats(T, Q, &ok);
+    s->out = st_alloc_floats(T, D, &ok);
+    s->gate = st_alloc_floats(T, FF, &ok);
+    s->up = st_alloc_floats(T, FF, &ok);
+    s->wbuf = st_alloc_floats(st_matmul_scratch_elems((int)kmax), 1, &ok);
+    s->scores = st_alloc_floats(st_attention_scratch_elems((int)T), 1, &ok);
+    s->cos_g = st_alloc_floats(T, hd / 2, &ok);
+    s->sin_g = st_alloc_floats(T, hd / 2, &ok);
+    s->cos_l = st_alloc_floats(T, hd / 2, &ok);
+    s->sin_l = st_alloc_floats(T, hd / 2, &ok);
     if (!ok) {
         run_state_free(s);
         return st_err(STETHO_ERR_NOMEM, "out of memory for activations of %zu tokens", T);
@@ -816,7 +805,7 @@ stetho_status stetho_model_decode(stetho_model *m, stetho_kv_cache *c, const int
     s.n_keys = st_malloc((size_t)n * sizeof *s.n_keys);
     size_t nsc = 0;
     bool ok = st_mul_size((size_t)n * (size_t)mc->n_heads, (size_t)c->max_len, &nsc);
-    s.dscores = ok ? alloc_f(nsc, 1, &ok) : NULL;
+    s.dscores = ok ? st_alloc_floats(nsc, 1, &ok) : NULL;
     if (!pos || !s.kc || !s.vc || !s.n_keys || !s.dscores) {
         st_free(pos);
         run_state_free(&s);

@@ -190,17 +190,6 @@ static stetho_status check_config(const stetho_sae_train_config *c) {
     return STETHO_OK;
 }
 
-static float *falloc(size_t a, size_t b, bool *ok) {
-    size_t n;
-    if (!*ok || !st_mul_size(a, b, &n) || !st_mul_size(n, sizeof(float), &n)) {
-        *ok = false;
-        return NULL;
-    }
-    float *p = st_malloc(n ? n : sizeof(float));
-    if (!p) *ok = false;
-    return p;
-}
-
 stetho_status stetho_sae_trainer_init(stetho_sae_trainer **out, const stetho_sae_train_config *cfg) {
     *out = NULL;
     stetho_status st = check_config(cfg);
@@ -231,38 +220,38 @@ stetho_status stetho_sae_trainer_init(stetho_sae_trainer **out, const stetho_sae
 
     bool jump = cfg->arch == STETHO_SAE_JUMPRELU, dense = cfg->arch != STETHO_SAE_TOPK, ok = true;
     t->n_params = 2 * M * D + M + D + (jump ? M : 0);
-    t->params = falloc(t->n_params, 1, &ok);
-    t->grads = falloc(t->n_params, 1, &ok);
-    t->adam_m = falloc(t->n_params, 1, &ok);
-    t->adam_v = falloc(t->n_params, 1, &ok);
-    t->buf = falloc(t->cap, D, &ok);
-    t->order = (int32_t *)falloc(t->cap, 1, &ok);
-    t->held = falloc(t->held_cap ? t->held_cap : 1, D, &ok);
-    t->xb = falloc(B, D, &ok);
-    t->xc = falloc(B, D, &ok);
-    t->pre = falloc(B, M, &ok);
+    t->params = st_alloc_floats(t->n_params, 1, &ok);
+    t->grads = st_alloc_floats(t->n_params, 1, &ok);
+    t->adam_m = st_alloc_floats(t->n_params, 1, &ok);
+    t->adam_v = st_alloc_floats(t->n_params, 1, &ok);
+    t->buf = st_alloc_floats(t->cap, D, &ok);
+    t->order = (int32_t *)st_alloc_floats(t->cap, 1, &ok);
+    t->held = st_alloc_floats(t->held_cap ? t->held_cap : 1, D, &ok);
+    t->xb = st_alloc_floats(B, D, &ok);
+    t->xc = st_alloc_floats(B, D, &ok);
+    t->pre = st_alloc_floats(B, M, &ok);
     if (dense) {
-        t->f = falloc(B, M, &ok);
-        t->dpre = falloc(B, M, &ok);
+        t->f = st_alloc_floats(B, M, &ok);
+        t->dpre = st_alloc_floats(B, M, &ok);
     }
-    t->xhat = falloc(B, D, &ok);
-    t->dxhat = falloc(B, D, &ok);
-    t->ehat = falloc(B, D, &ok);
-    t->dehat = falloc(B, D, &ok);
-    t->dxc = falloc(B, D, &ok);
-    t->ones = falloc(B, 1, &ok);
+    t->xhat = st_alloc_floats(B, D, &ok);
+    t->dxhat = st_alloc_floats(B, D, &ok);
+    t->ehat = st_alloc_floats(B, D, &ok);
+    t->dehat = st_alloc_floats(B, D, &ok);
+    t->dxc = st_alloc_floats(B, D, &ok);
+    t->ones = st_alloc_floats(B, 1, &ok);
     size_t per_row = (size_t)(dense ? 0 : cfg->k) + (size_t)t->ka_max;
-    t->e_idx = (int32_t *)falloc(B, per_row ? per_row : 1, &ok);
-    t->e_val = falloc(B, per_row ? per_row : 1, &ok);
-    t->e_grad = falloc(B, per_row ? per_row : 1, &ok);
-    t->csc_start = (int32_t *)falloc(M + 1, 1, &ok);
-    t->csc = (int32_t *)falloc(B, per_row ? per_row : 1, &ok);
-    t->csc_pos = (int32_t *)falloc(M, 1, &ok);
-    t->dead = (int32_t *)falloc(M, 1, &ok);
-    t->scratch = falloc((size_t)t->threads, 2 * M, &ok);
-    t->fired = (uint8_t *)falloc((size_t)t->threads, (M + 3) / 4, &ok);
-    if (jump) t->th_grad = falloc((size_t)t->threads, M, &ok);
-    if (jump) t->th = falloc(M, 1, &ok);
+    t->e_idx = (int32_t *)st_alloc_floats(B, per_row ? per_row : 1, &ok);
+    t->e_val = st_alloc_floats(B, per_row ? per_row : 1, &ok);
+    t->e_grad = st_alloc_floats(B, per_row ? per_row : 1, &ok);
+    t->csc_start = (int32_t *)st_alloc_floats(M + 1, 1, &ok);
+    t->csc = (int32_t *)st_alloc_floats(B, per_row ? per_row : 1, &ok);
+    t->csc_pos = (int32_t *)st_alloc_floats(M, 1, &ok);
+    t->dead = (int32_t *)st_alloc_floats(M, 1, &ok);
+    t->scratch = st_alloc_floats((size_t)t->threads, 2 * M, &ok);
+    t->fired = (uint8_t *)st_alloc_floats((size_t)t->threads, (M + 3) / 4, &ok);
+    if (jump) t->th_grad = st_alloc_floats((size_t)t->threads, M, &ok);
+    if (jump) t->th = st_alloc_floats(M, 1, &ok);
     if (ok && !(t->row_stats = st_malloc(B * 4 * sizeof(double)))) ok = false;
     if (ok && !(t->colsum = st_malloc(D * sizeof(double)))) ok = false;
     if (ok && !(t->last_fired = st_calloc(M, sizeof(uint64_t)))) ok = false;
@@ -780,11 +769,11 @@ stetho_status stetho_sae_trainer_finish(stetho_sae_trainer *t, stetho_sae *out, 
     snprintf(s->hook, sizeof s->hook, "%s", t->cfg.hook);
     snprintf(s->stored_dtype, sizeof s->stored_dtype, "float32");
     bool ok = true;
-    s->W_enc = falloc(D, M, &ok);
-    s->W_dec = falloc(M, D, &ok);
-    s->b_enc = falloc(M, 1, &ok);
-    s->b_dec = falloc(D, 1, &ok);
-    if (t->thr) s->threshold = falloc(M, 1, &ok);
+    s->W_enc = st_alloc_floats(D, M, &ok);
+    s->W_dec = st_alloc_floats(M, D, &ok);
+    s->b_enc = st_alloc_floats(M, 1, &ok);
+    s->b_dec = st_alloc_floats(D, 1, &ok);
+    if (t->thr) s->threshold = st_alloc_floats(M, 1, &ok);
     if (!ok) {
         stetho_sae_free(s);
         return STETHO_ERR_NOMEM;

@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -343,13 +342,6 @@ bool stetho_selection_has(const stetho_selection *sel, stetho_tensor_role role) 
     return role.layer < sel->n_layers && sel->layers[role.layer];
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static void remove_tree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
-
 /* Copy a small auxiliary file (config, tokenizer) byte for byte. */
 static stetho_status copy_file(const char *src, const char *dst) {
     int in = open(src, O_RDONLY | O_CLOEXEC);
@@ -630,9 +622,9 @@ static stetho_status edit_into(const stetho_checkpoint *base, const stetho_check
         goto done;
     }
     made_tmp = false;
-    if (exists) remove_tree(old_dir);
+    if (exists) st_remove_tree(old_dir);
 done:
-    if (made_tmp) remove_tree(tmp_dir);
+    if (made_tmp) st_remove_tree(tmp_dir);
     scratch_free(&s);
     if (shard_names)
         for (size_t k = 0; k < n_shards; k++) st_free(shard_names[k]);

@@ -7,7 +7,10 @@
  * world.json and the loss logs. */
 #include "stetho/toy.h"
 
+#include "stetho/checkpoint.h"
+#include "stetho/eval.h"
 #include "stetho/jsonl.h"
+#include "stetho/model.h"
 #include "stetho/tokenizer.h"
 #include "stetho/toydata.h"
 #include "internal.h"
@@ -37,14 +40,16 @@ void stetho_toy_opts_default(stetho_toy_opts *o, bool quick) {
     o->save_dtype = STETHO_DTYPE_BF16;
     /* base: general text with every subject (issue 7: the base must already
      * solve a fair share); ft: short, gentle, with replay */
-    o->base = (stetho_toy_phase){.tokens = 10000000, .math_frac = 0.3, .lr = 2e-3, .min_lr = 2e-4,
+    o->base = (stetho_toy_phase){.tokens = 10000000, .math_frac = 0.45, .drill_frac = 0.4, .lr = 2e-3, .min_lr = 2e-4,
                                  .warmup_frac = 0.03, .weight_decay = 0.1};
-    o->ft = (stetho_toy_phase){.tokens = 1800000, .math_frac = 0.75, .lr = 3e-4, .min_lr = 3e-5,
+    o->ft = (stetho_toy_phase){.tokens = 2000000, .math_frac = 0.75, .drill_frac = 0, .lr = 5e-4, .min_lr = 5e-5,
                                .warmup_frac = 0.05, .weight_decay = 0.0, .freeze_embed_final_norm = true};
-    o->sae_width = 8 * o->model.hidden;
+    o->sae_width = 4 * o->model.hidden;
     o->sae_k = 16;
-    o->sae_tokens = 250000;
+    o->sae_tokens = 400000;
+    o->probe_limit = 20;
     if (quick) {
+        o->probe_limit = 3;
         o->model.n_layers = 4;
         o->model.hidden = 64;
         o->model.intermediate = 128;
@@ -55,7 +60,7 @@ void stetho_toy_opts_default(stetho_toy_opts *o, bool quick) {
         o->seq_len = 64;
         o->base.tokens = 150000;
         o->ft.tokens = 30000;
-        o->sae_width = 256;
+        o->sae_width = 128;
         o->sae_k = 8;
         o->sae_tokens = 20000;
     }
@@ -66,6 +71,7 @@ typedef struct {
     const char *out;
     json_t *world;
     double t0;
+    const stetho_tokenizer *tok; /* for the probes */
 } builder;
 
 static double now_s(void) {
@@ -146,6 +152,23 @@ static stetho_status load_math(const char *path, stetho_toy_docs *docs) {
     return st;
 }
 
+/* A phase's math pool: every training problem, plus arithmetic drills to make
+ * up drill_frac of the pool's bytes. */
+static stetho_status math_pool(const stetho_toy_docs *problems, double drill_frac, uint64_t seed,
+                               stetho_toy_docs *pool, size_t *n_drills) {
+    stetho_status st = STETHO_OK;
+    size_t bytes = 0;
+    for (size_t i = 0; i < problems->n && !st; i++) {
+        st = stetho_toy_docs_add(pool, problems->text[i], problems->len[i], true);
+        bytes += problems->len[i];
+    }
+    size_t before = pool->n;
+    if (!st && drill_frac > 0 && drill_frac < 1)
+        st = stetho_toy_drills_generate((size_t)((double)bytes * drill_frac / (1 - drill_frac)), seed, pool);
+    *n_drills = pool->n - before;
+    return st;
+}
+
 /* ------------------------------------------------------------ training */
 
 /* Mean loss over fixed windows of a stream (no gradient). */
@@ -180,6 +203,77 @@ static stetho_status eval_loss(stetho_train_model *m, const tokens *s, int B, in
     return st;
 }
 
+/* Greedy 0-shot accuracy of the model as it is now, on the first probe_limit
+ * test problems of each subject, exactly as `stetho eval` would score them:
+ * the weights are written (f32) to a scratch directory under logs/ and loaded
+ * by the inference engine. One TSV row and one JSON object per probe. */
+static stetho_status probe(builder *bd, const stetho_train_model *m, const char *phase, int64_t tokens, FILE *tsv,
+                           json_t *probes) {
+    char *logs = st_path_join(bd->out, "logs"), *data = st_path_join(bd->out, "data/math");
+    char *mdir = logs ? st_path_join(logs, ".probe-model") : NULL, *edir = logs ? st_path_join(logs, ".probe-eval") : NULL;
+    stetho_status st = logs && data && mdir && edir ? STETHO_OK : STETHO_ERR_NOMEM;
+    stetho_model model;
+    bool loaded = false;
+    stetho_eval_result res = {0};
+    double t0 = now_s();
+    if (!st) st_remove_tree(edir);
+    if (!st && !(st = stetho_train_save(m, mdir, STETHO_DTYPE_F32)) && !(st = stetho_model_load(&model, mdir))) {
+        loaded = true;
+        stetho_eval_opts eo;
+        stetho_eval_opts_default(&eo);
+        eo.tasks = "minerva_math";
+        eo.num_fewshot = 0;
+        eo.limit = bd->o->probe_limit;
+        eo.max_gen_toks = 200;
+        eo.batch_size = 16;
+        eo.data_dir = data;
+        eo.log_samples = false;
+        eo.model_args = "toy build probe";
+        st = stetho_eval_run(&model, bd->tok, &eo, edir, &res);
+    }
+    if (!st) {
+        uint64_t c = 0, n = 0;
+        json_t *subj = json_object();
+        fprintf(tsv, "%lld", (long long)tokens);
+        for (size_t i = 0; i < res.n_tasks; i++) {
+            c += res.tasks[i].n_correct;
+            n += res.tasks[i].n;
+            double a = res.tasks[i].n ? (double)res.tasks[i].n_correct / (double)res.tasks[i].n : 0;
+            fprintf(tsv, "\t%.4f", a);
+            json_object_set_new(subj, res.tasks[i].task, json_real(a));
+        }
+        double acc = n ? (double)c / (double)n : 0;
+        fprintf(tsv, "\t%.4f\t%llu\n", acc, (unsigned long long)n);
+        fflush(tsv);
+        json_array_append_new(probes, json_pack("{s:I, s:f, s:I, s:I, s:o}", "tokens", (json_int_t)tokens, "accuracy",
+                                                acc, "correct", (json_int_t)c, "problems", (json_int_t)n,
+                                                "subjects", subj));
+        say(bd, phase, "probe at %lld tokens: %.1f%% (%llu/%llu) in %.0fs", (long long)tokens, 100 * acc,
+            (unsigned long long)c, (unsigned long long)n, now_s() - t0);
+    }
+    if (loaded) stetho_model_free(&model);
+    stetho_eval_result_free(&res);
+    if (mdir) st_remove_tree(mdir);
+    if (edir) st_remove_tree(edir);
+    st_free(logs);
+    st_free(data);
+    st_free(mdir);
+    st_free(edir);
+    return st;
+}
+
+/* logs/<phase>_probe.tsv with its header. */
+static stetho_status probe_log_open(builder *bd, const char *phase, FILE **f, char **path) {
+    char name[64];
+    snprintf(name, sizeof name, "logs/%s_probe.tsv", phase);
+    if (!(*path = st_path_join(bd->out, name))) return STETHO_ERR_NOMEM;
+    if (!(*f = fopen(*path, "w"))) return st_err(STETHO_ERR_IO, "cannot write %s: %s", *path, strerror(errno));
+    fprintf(*f, "tokens");
+    for (int i = 0; i < STETHO_EVAL_N_SUBJECTS; i++) fprintf(*f, "\t%s", STETHO_EVAL_SUBJECTS[i]);
+    fprintf(*f, "\taccuracy\tproblems\n");
+    return STETHO_OK;
+}
+
 static stetho_status run_phase(builder *bd, stetho_train_model *m, const char *name, const stetho_toy_phase *ph,
                                const tokens *stream, const tokens *heldout_math, const tokens *heldout_general,
                                json_t *report) {
@@ -212,7 +306,13 @@ static stetho_status run_phase(builder *bd, stetho_train_model *m, const char *n
     if (!logdir || !logpath || !in || !tg) st = st_err(STETHO_ERR_NOMEM, "toy: out of memory");
     else if (!log) st = st_err(STETHO_ERR_IO, "cannot write %s: %s", logpath, strerror(errno));
     if (log) fprintf(log, "step\ttokens\tlr\tloss\tgrad_norm\ttokens_per_s\n");
-    double t0 = now_s(), last_report = t0, smooth = NAN;
+    /* accuracy probes: logs/<phase>_probe.tsv */
+    FILE *ptsv = NULL;
+    char *ppath = NULL;
+    json_t *probes = json_array();
+    if (!st && o->probe_limit > 0) st = probe_log_open(bd, name, &ptsv, &ppath);
+    int64_t next_probe = o->probe_every > 0 ? o->probe_every : INT64_MAX;
+    double t0 = now_s(), last_report = t0, smooth = NAN, probe_s = 0;
     size_t pos = 0, span = stream->n - 1;
     for (int64_t s = 0; s < steps && !st; s++) {
         for (int b = 0; b < B; b++) {
@@ -230,7 +330,7 @@ static stetho_status run_phase(builder *bd, stetho_train_model *m, const char *n
             break;
         smooth = isnan(smooth) ? loss : 0.98 * smooth + 0.02 * loss;
         double t = now_s();
-        double tps = (double)(s + 1) * per_step / (t - t0);
+        double tps = (double)(s + 1) * per_step / (t - t0 - probe_s);
         if (log && (s % 10 == 0 || s + 1 == steps))
             fprintf(log, "%lld\t%lld\t%.6g\t%.5f\t%.4f\t%.0f\n", (long long)s, (long long)((s + 1) * per_step), lr,
                     loss, gn, tps);
@@ -240,11 +340,20 @@ static stetho_status run_phase(builder *bd, stetho_train_model *m, const char *n
             say(bd, name, "step %lld/%lld  loss %.3f  lr %.2e  %.0f tok/s  ETA %.0fs", (long long)s + 1,
                 (long long)steps, smooth, lr, tps, eta);
         }
+        if (ptsv && (s + 1) * per_step >= next_probe && s + 1 < steps) {
+            double tp = now_s();
+            st = probe(bd, m, name, (s + 1) * per_step, ptsv, probes);
+            probe_s += now_s() - tp;
+            next_probe += o->probe_every;
+        }
     }
+    double dt = now_s() - t0 - probe_s, lm = NAN, lg = NAN;
+    if (!st && ptsv) st = probe(bd, m, name, steps * per_step, ptsv, probes);
+    if (ptsv && fclose(ptsv) && !st) st = st_err(STETHO_ERR_IO, "cannot write %s", ppath);
+    st_free(ppath);
     if (log && fclose(log) && !st) st = st_err(STETHO_ERR_IO, "cannot write %s", logpath);
     st_free(in);
     st_free(tg);
-    double dt = now_s() - t0, lm = NAN, lg = NAN;
     if (!st) st = eval_loss(m, heldout_math, B, T, 8, &lm);
     if (!st) st = eval_loss(m, heldout_general, B, T, 8, &lg);
     if (!st) {
@@ -252,6 +361,7 @@ static stetho_status run_phase(builder *bd, stetho_train_model *m, const char *n
         json_object_set_new(report, "steps", json_integer(steps));
         json_object_set_new(report, "tokens", json_integer(steps * per_step));
         json_object_set_new(report, "math_frac", json_real(ph->math_frac));
+        json_object_set_new(report, "drill_frac", json_real(ph->drill_frac));
         json_object_set_new(report, "lr", json_real(ph->lr));
         json_object_set_new(report, "min_lr", json_real(ph->min_lr));
         json_object_set_new(report, "warmup_steps", json_integer(opt.warmup_steps));
@@ -263,9 +373,54 @@ static stetho_status run_phase(builder *bd, stetho_train_model *m, const char *n
         json_object_set_new(report, "seconds", json_real(dt));
         json_object_set_new(report, "tokens_per_s", json_real((double)steps * per_step / dt));
         json_object_set_new(report, "log", json_string(fname));
+        if (json_array_size(probes)) {
+            json_object_set(report, "probes", probes);
+            json_object_set(report, "accuracy",
+                            json_object_get(json_array_get(probes, json_array_size(probes) - 1), "accuracy"));
+        }
     }
+    json_decref(probes);
     st_free(logpath);
     st_free(logdir);
+    return st;
+}
+
+/* The base phase replaced by an earlier build's base: same tokenizer (byte for
+ * byte) and architecture, or an error naming what differs. */
+static stetho_status load_base(builder *bd, stetho_train_model *m, const char *tok_dir, json_t *report) {
+    const char *from = bd->o->base_from;
+    char *a_path = st_path_join(from, "tokenizer.json"), *b_path = st_path_join(tok_dir, "tokenizer.json");
+    char *a = NULL, *b = NULL;
+    size_t na = 0, nb = 0;
+    stetho_status st = a_path && b_path ? STETHO_OK : STETHO_ERR_NOMEM;
+    if (!st && !(st = stetho_read_file(a_path, (size_t)1 << 28, &a, &na)) &&
+        !(st = stetho_read_file(b_path, (size_t)1 << 28, &b, &nb)) && (na != nb || memcmp(a, b, na)))
+        st = st_err(STETHO_ERR_MISMATCH,
+                    "%s was trained with another tokenizer than this build's (%s): build with the seed and data of "
+                    "the build that made it",
+                    a_path, b_path);
+    free(a);
+    free(b);
+    st_free(a_path);
+    st_free(b_path);
+    if (!st) st = stetho_train_load_params(m, from);
+    if (st) return st;
+    say(bd, "base", "loaded from %s (base phase skipped)", from);
+    json_object_set_new(report, "from", json_string(from));
+    if (bd->o->probe_limit > 0) {
+        FILE *f = NULL;
+        char *path = NULL;
+        json_t *probes = json_array();
+        st = probe_log_open(bd, "base", &f, &path);
+        if (!st) st = probe(bd, m, "base", 0, f, probes);
+        if (f && fclose(f) && !st) st = st_err(STETHO_ERR_IO, "cannot write %s", path);
+        if (!st) {
+            json_object_set(report, "probes", probes);
+            json_object_set(report, "accuracy", json_object_get(json_array_get(probes, 0), "accuracy"));
+        }
+        json_decref(probes);
+        st_free(path);
+    }
     return st;
 }
 
@@ -326,11 +481,11 @@ static stetho_status write_world_json(builder *bd) {
 /* ------------------------------------------------------------ the build */
 
 stetho_status stetho_toy_build(const char *out_dir, const stetho_toy_opts *o) {
-    builder bd = {o, out_dir, json_object(), now_s()};
+    builder bd = {o, out_dir, json_object(), now_s(), NULL};
     stetho_toy_data_report rep;
     stetho_tokenizer tok = {0};
     bool tok_loaded = false;
-    stetho_toy_docs general = {0}, heldout = {0}, prompts = {0}, math = {0}, mtest = {0}, mix = {0};
+    stetho_toy_docs general = {0}, heldout = {0}, prompts = {0}, math = {0}, mtest = {0}, mix = {0}, pool = {0};
     tokens s_base = {0}, s_ft = {0}, s_hm = {0}, s_hg = {0};
     stetho_train_model m;
     bool model_init = false;
@@ -361,6 +516,7 @@ stetho_status stetho_toy_build(const char *out_dir, const stetho_toy_opts *o) {
     }
     if ((st = stetho_tokenizer_load(&tok, p_tok))) goto done;
     tok_loaded = true;
+    bd.tok = &tok;
     if (tok.bos_id < 0 || tok.eos_id < 0) {
         st = st_err(STETHO_ERR_FORMAT, "toy: the tokenizer has no BOS/EOS");
         goto done;
@@ -403,18 +559,24 @@ stetho_status stetho_toy_build(const char *out_dir, const stetho_toy_opts *o) {
 
     /* streams */
     double bpt = rep.bytes_per_token > 0 ? rep.bytes_per_token : 3.0;
-    if ((st = stetho_toy_mix(&general, &math, o->base.math_frac, (size_t)((double)o->base.tokens * bpt * 1.05),
+    size_t drills_base = 0, drills_ft = 0;
+    if ((st = math_pool(&math, o->base.drill_frac, o->seed, &pool, &drills_base)) ||
+        (st = stetho_toy_mix(&general, &pool, o->base.math_frac, (size_t)((double)o->base.tokens * bpt * 1.05),
                              o->seed, &mix)) ||
         (st = tokenize_docs(&tok, &mix, &s_base)))
         goto done;
     stetho_toy_docs_free(&mix);
-    if ((st = stetho_toy_mix(&general, &math, o->ft.math_frac, (size_t)((double)o->ft.tokens * bpt * 1.05),
+    stetho_toy_docs_free(&pool);
+    if ((st = math_pool(&math, o->ft.drill_frac, o->seed + 1, &pool, &drills_ft)) ||
+        (st = stetho_toy_mix(&general, &pool, o->ft.math_frac, (size_t)((double)o->ft.tokens * bpt * 1.05),
                              o->seed + 1, &mix)) ||
         (st = tokenize_docs(&tok, &mix, &s_ft)) || (st = tokenize_docs(&tok, &mtest, &s_hm)) ||
         (st = tokenize_docs(&tok, &heldout, &s_hg)))
         goto done;
     stetho_toy_docs_free(&mix);
-    say(&bd, "data", "streams: base %zu tokens, fine-tune %zu tokens", s_base.n, s_ft.n);
+    stetho_toy_docs_free(&pool);
+    say(&bd, "data", "streams: base %zu tokens, fine-tune %zu tokens; arithmetic drill documents: base %zu, fine-tune %zu",
+        s_base.n, s_ft.n, drills_base, drills_ft);
 
     stetho_train_config cfg = o->model;
     cfg.vocab = tok.vocab_size;
@@ -428,8 +590,12 @@ stetho_status stetho_toy_build(const char *out_dir, const stetho_toy_opts *o) {
     json_t *jb = json_object(), *jf = json_object();
     json_object_set_new(bd.world, "base", jb);
     json_object_set_new(bd.world, "ft", jf);
-    if ((st = run_phase(&bd, &m, "base", &o->base, &s_base, &s_hm, &s_hg, jb)) || (st = save_model(&bd, &m, "base")))
+    if (o->base_from) {
+        if ((st = load_base(&bd, &m, p_tok, jb))) goto done;
+    } else if ((st = run_phase(&bd, &m, "base", &o->base, &s_base, &s_hm, &s_hg, jb))) {
         goto done;
+    }
+    if ((st = save_model(&bd, &m, "base"))) goto done;
     if (!(base_params = st_malloc(m.n_params * sizeof *base_params))) {
         st = STETHO_ERR_NOMEM;
         goto done;
@@ -454,7 +620,15 @@ stetho_status stetho_toy_build(const char *out_dir, const stetho_toy_opts *o) {
     json_object_set_new(bd.world, "seq_len", json_integer(o->seq_len));
     json_object_set_new(bd.world, "save_dtype", json_string(stetho_dtype_name(o->save_dtype)));
     json_object_set_new(bd.world, "seconds", json_real(now_s() - bd.t0));
-    st = write_world_json(&bd);
+    if ((st = write_world_json(&bd))) goto done;
+    if (o->sae_width > 0) {
+        double ts = now_s();
+        if ((st = stetho_toy_saes(out_dir, o))) goto done;
+        json_object_set_new(bd.world, "sae", json_pack("{s:i, s:i, s:I, s:f}", "width", o->sae_width, "k", o->sae_k,
+                                                       "tokens", (json_int_t)o->sae_tokens, "seconds", now_s() - ts));
+        json_object_set_new(bd.world, "seconds", json_real(now_s() - bd.t0));
+        st = write_world_json(&bd);
+    }
 
 done:
     if (model_init) stetho_train_model_free(&m);
@@ -465,6 +639,7 @@ done:
     stetho_toy_docs_free(&math);
     stetho_toy_docs_free(&mtest);
     stetho_toy_docs_free(&mix);
+    stetho_toy_docs_free(&pool);
     st_free(s_base.ids);
     st_free(s_ft.ids);
     st_free(s_hm.ids);

@@ -412,6 +412,81 @@ stetho_status stetho_toy_general_generate(size_t n_docs, uint64_t seed, stetho_t
     return STETHO_OK;
 }
 
+/* An operand: mostly one digit, sometimes two, so the small facts every
+ * solution leans on come up most often. */
+static long drill_operand(toy_rng *r, bool negative_ok) {
+    long u = toy_int(r, 0, 9), v = u < 6 ? toy_int(r, 0, 9) : u < 9 ? toy_int(r, 10, 30) : toy_int(r, 10, 99);
+    return negative_ok && toy_int(r, 0, 3) == 0 ? -v : v;
+}
+
+/* "7" or "(-7)" as the solutions write an operand after the first. */
+static void drill_term(st_buf *b, long v, bool paren) {
+    if (paren && v < 0) st_buf_printf(b, "(%ld)", v);
+    else st_buf_printf(b, "%ld", v);
+}
+
+stetho_status stetho_toy_drills_generate(size_t bytes, uint64_t seed, stetho_toy_docs *out) {
+    toy_rng r = {seed ^ 0xD1117ULL};
+    size_t have = 0;
+    while (have < bytes) {
+        st_buf b;
+        st_buf_init(&b);
+        int n = (int)toy_int(&r, 12, 24);
+        for (int i = 0; i < n; i++) {
+            long a = drill_operand(&r, true), c = drill_operand(&r, true);
+            if (i) st_buf_printf(&b, "\n");
+            st_buf_printf(&b, "$");
+            switch (toy_int(&r, 0, 6)) {
+            case 0: /* a + b */
+                drill_term(&b, a, false), st_buf_printf(&b, " + "), drill_term(&b, c, true);
+                st_buf_printf(&b, " = %ld", a + c);
+                break;
+            case 1: /* a - b */
+                drill_term(&b, a, false), st_buf_printf(&b, " - "), drill_term(&b, c, true);
+                st_buf_printf(&b, " = %ld", a - c);
+                break;
+            case 2: /* a \times b, small factors */
+                a = toy_int(&r, 0, 12), c = drill_operand(&r, false);
+                st_buf_printf(&b, "%ld \\times %ld = %ld", a, c, a * c);
+                break;
+            case 3: /* a(b) or (a)(b) */
+                a = toy_int(&r, -12, 12), c = toy_int(&r, -12, 12);
+                if (a < 0) st_buf_printf(&b, "(%ld)(", a);
+                else st_buf_printf(&b, "%ld(", a);
+                st_buf_printf(&b, "%ld) = %ld", c, a * c);
+                break;
+            case 4: /* three terms, as a substituted polynomial reads */
+            {
+                long e = drill_operand(&r, true);
+                drill_term(&b, a, false), st_buf_printf(&b, " + "), drill_term(&b, c, true);
+                st_buf_printf(&b, " + "), drill_term(&b, e, true);
+                st_buf_printf(&b, " = %ld", a + c + e);
+                break;
+            }
+            case 5: /* exact division */
+            {
+                long d = toy_int(&r, 1, 12), q = toy_int(&r, 0, 20);
+                st_buf_printf(&b, "\\frac{%ld}{%ld} = %ld", d * q, d, q);
+                break;
+            }
+            default: /* square */
+                a = toy_int(&r, -15, 15);
+                st_buf_printf(&b, "(%ld)^2 = %ld", a, a * a);
+                break;
+            }
+            st_buf_printf(&b, "$");
+        }
+        if (b.failed || !b.data) {
+            st_buf_free(&b);
+            return st_err(STETHO_ERR_NOMEM, "toy: out of memory");
+        }
+        have += b.len;
+        stetho_status st = docs_push(out, b.data, b.len, true);
+        if (st) return st;
+    }
+    return STETHO_OK;
+}
+
 /* ---- the data step of `stetho toy build` --------------------------------------------------- */
 
 static stetho_status make_dir(const char *path) {

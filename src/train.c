@@ -601,3 +601,38 @@ stetho_status stetho_train_save(const stetho_train_model *m, const char *dir, st
     if ((st = stetho_st_writer_finish(&wr))) return st;
     return write_config(m, dir, dtype);
 }
+
+stetho_status stetho_train_load_params(stetho_train_model *m, const char *dir) {
+    char *path = st_path_join(dir, "model.safetensors");
+    if (!path) return STETHO_ERR_NOMEM;
+    stetho_st_file f;
+    stetho_status st = stetho_st_open(&f, path);
+    bool opened = !st;
+    float *tmp = st ? NULL : st_malloc(m->n_params * sizeof *tmp);
+    if (!st && !tmp) st = STETHO_ERR_NOMEM;
+    for (size_t i = 0; i < m->n_tensors && !st; i++) {
+        const stetho_train_tensor *t = &m->tensors[i];
+        const stetho_tensor *src = stetho_st_find(&f, t->name);
+        if (!src) {
+            st = st_err(STETHO_ERR_NOTFOUND, "%s: no tensor %s", path, t->name);
+            break;
+        }
+        bool same = src->ndim == t->ndim;
+        for (int d = 0; same && d < t->ndim; d++) same = src->shape[d] == t->shape[d];
+        if (!same) {
+            st = st_err(STETHO_ERR_MISMATCH, "%s: %s has another shape than the model's", path, t->name);
+            break;
+        }
+        if (src->dtype != STETHO_DTYPE_F32 && src->dtype != STETHO_DTYPE_BF16) {
+            st = st_err(STETHO_ERR_UNSUPPORTED, "%s: %s is %s (F32 or BF16 only)", path, t->name,
+                        stetho_dtype_name(src->dtype));
+            break;
+        }
+        st = stetho_convert_to_f32(tmp + t->offset, src->data, src->dtype, t->n);
+    }
+    if (!st) memcpy(m->params, tmp, m->n_params * sizeof *tmp);
+    st_free(tmp);
+    if (opened) stetho_st_close(&f);
+    st_free(path);
+    return st;
+}

@@ -280,12 +280,106 @@ static void test_write_data_generated_general(void **state) {
     check_written(dir);
 }
 
+/* ---- arithmetic drills: every fact checked by an independent little evaluator */
+
+typedef struct {
+    const char *p;
+    bool bad;
+} ev;
+
+static long ev_sum(ev *e);
+
+static long ev_atom(ev *e) {
+    long v = 0;
+    if (!strncmp(e->p, "\\frac{", 6)) {
+        e->p += 6;
+        long a = ev_sum(e);
+        if (strncmp(e->p, "}{", 2)) return e->bad = true, 0;
+        e->p += 2;
+        long b = ev_sum(e);
+        if (*e->p != '}' || b == 0 || a % b) return e->bad = true, 0;
+        e->p++;
+        v = a / b;
+    } else if (*e->p == '(') {
+        e->p++;
+        v = ev_sum(e);
+        if (*e->p != ')') return e->bad = true, 0;
+        e->p++;
+    } else {
+        bool neg = *e->p == '-';
+        if (neg) e->p++;
+        if (*e->p < '0' || *e->p > '9') return e->bad = true, 0;
+        while (*e->p >= '0' && *e->p <= '9') v = 10 * v + (*e->p++ - '0');
+        if (neg) v = -v;
+    }
+    if (!strncmp(e->p, "^2", 2)) e->p += 2, v *= v;
+    return v;
+}
+
+/* products: "a \times b", "a(b)", "(a)(b)" */
+static long ev_prod(ev *e) {
+    long v = ev_atom(e);
+    for (;;) {
+        if (!strncmp(e->p, " \\times ", 8)) e->p += 8, v *= ev_atom(e);
+        else if (*e->p == '(') v *= ev_atom(e);
+        else return v;
+    }
+}
+
+static long ev_sum(ev *e) {
+    long v = ev_prod(e);
+    for (;;) {
+        if (!strncmp(e->p, " + ", 3)) e->p += 3, v += ev_prod(e);
+        else if (!strncmp(e->p, " - ", 3)) e->p += 3, v -= ev_prod(e);
+        else return v;
+    }
+}
+
+static void test_drills(void **state) {
+    (void)state;
+    stetho_toy_docs d = {0}, d2 = {0};
+    assert_int_equal(stetho_toy_drills_generate(50000, 3, &d), STETHO_OK);
+    size_t bytes = 0, facts = 0;
+    int ops[4] = {0}; /* +, -, \times or juxtaposition, \frac */
+    for (size_t i = 0; i < d.n; i++) {
+        assert_true(d.is_math[i]);
+        bytes += d.len[i];
+        char *text = strndup(d.text[i], d.len[i]);
+        assert_non_null(text);
+        for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n"), facts++) {
+            size_t n = strlen(line);
+            assert_true(n > 2 && line[0] == '$' && line[n - 1] == '$');
+            line[n - 1] = 0;
+            char *eq = strstr(line, " = ");
+            assert_non_null(eq);
+            *eq = 0;
+            ev l = {line + 1, false}, r = {eq + 3, false};
+            long lv = ev_sum(&l), rv = ev_sum(&r);
+            if (l.bad || r.bad || *l.p || *r.p || lv != rv) fail_msg("drill fact wrong: %s = %s", line + 1, eq + 3);
+            ops[0] += strstr(line, " + ") != NULL;
+            ops[1] += strstr(line, " - ") != NULL;
+            ops[2] += strstr(line, "\\times") || strstr(line, ")(") || strchr(line + 2, '(');
+            ops[3] += strstr(line, "\\frac") != NULL;
+        }
+        free(text);
+    }
+    assert_true(bytes >= 50000 && bytes < 50000 + 2000);
+    assert_true(facts > 2000);
+    for (int k = 0; k < 4; k++) assert_true(ops[k] > (int)facts / 20);
+    /* deterministic in the seed */
+    assert_int_equal(stetho_toy_drills_generate(50000, 3, &d2), STETHO_OK);
+    assert_int_equal(d2.n, d.n);
+    for (size_t i = 0; i < d.n; i++) assert_memory_equal(d.text[i], d2.text[i], d.len[i]);
+    stetho_toy_docs_free(&d);
+    stetho_toy_docs_free(&d2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gold_answers_grade), cmocka_unit_test(test_split_and_quota),
         cmocka_unit_test(test_deterministic),      cmocka_unit_test(test_jsonl_roundtrip),
         cmocka_unit_test(test_mix_ratio),          cmocka_unit_test(test_write_data),
-        cmocka_unit_test(test_write_data_generated_general),
+        cmocka_unit_test(test_write_data_generated_general), cmocka_unit_test(test_drills),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

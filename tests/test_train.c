@@ -386,6 +386,52 @@ static void test_saved_model_matches_inference(void **state) {
     stetho_train_model_free(&m);
 }
 
+/* ------------------------------------------------------------ loading saved weights */
+
+static void test_load_params(void **state) {
+    (void)state;
+    stetho_train_config c = tiny_config();
+    stetho_train_model a, b;
+    init_tiny(&a, &c, 31);
+    randomize(&a, 0.2f, 32);
+    init_tiny(&b, &c, 33);
+    const char *dir = tu_tmpdir("train_load_f32"), *dir16 = tu_tmpdir("train_load_bf16");
+    assert_int_equal(stetho_train_save(&a, dir, STETHO_DTYPE_F32), STETHO_OK);
+    assert_int_equal(stetho_train_save(&a, dir16, STETHO_DTYPE_BF16), STETHO_OK);
+    /* f32: exact */
+    assert_int_equal(stetho_train_load_params(&b, dir), STETHO_OK);
+    assert_memory_equal(a.params, b.params, a.n_params * sizeof *a.params);
+    /* bf16: each parameter is its rounding */
+    assert_int_equal(stetho_train_load_params(&b, dir16), STETHO_OK);
+    for (size_t i = 0; i < a.n_params; i++)
+        assert_true(b.params[i] == stetho_bf16_to_f32(stetho_f32_to_bf16(a.params[i])));
+
+    /* another architecture: refused, parameters unchanged */
+    stetho_train_config c2 = c;
+    c2.intermediate += 4;
+    stetho_train_model w;
+    init_tiny(&w, &c2, 34);
+    float *before = malloc(w.n_params * sizeof *before);
+    assert_non_null(before);
+    memcpy(before, w.params, w.n_params * sizeof *before);
+    assert_int_equal(stetho_train_load_params(&w, dir), STETHO_ERR_MISMATCH);
+    assert_non_null(strstr(stetho_last_error(), "mlp"));
+    assert_memory_equal(before, w.params, w.n_params * sizeof *before);
+    free(before);
+    stetho_train_model_free(&w);
+    /* more layers than the file has: the missing tensor is named */
+    c2 = c;
+    c2.n_layers += 1;
+    init_tiny(&w, &c2, 35);
+    assert_int_equal(stetho_train_load_params(&w, dir), STETHO_ERR_NOTFOUND);
+    assert_non_null(strstr(stetho_last_error(), "layers.2."));
+    stetho_train_model_free(&w);
+    /* no checkpoint at all */
+    assert_int_not_equal(stetho_train_load_params(&b, tu_tmpdir("train_load_empty")), STETHO_OK);
+    stetho_train_model_free(&a);
+    stetho_train_model_free(&b);
+}
+
 /* ------------------------------------------------------------ determinism */
 
 static void run_steps(stetho_train_model *m, const stetho_train_config *c, uint64_t seed) {
@@ -429,6 +475,7 @@ int main(void) {
         cmocka_unit_test(test_steps_reduce_loss),
         cmocka_unit_test(test_frozen_groups_and_grad_norm),
         cmocka_unit_test(test_saved_model_matches_inference),
+        cmocka_unit_test(test_load_params),
         cmocka_unit_test(test_deterministic),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

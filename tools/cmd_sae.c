@@ -8,6 +8,7 @@
 #include "stetho/sae.h"
 #include "stetho/sae_eval.h"
 #include "stetho/sae_train.h"
+#include "stetho/texts.h"
 #include "stetho/tokenizer.h"
 
 #include <errno.h>
@@ -290,57 +291,6 @@ bad:
     return cli_usage("sae", "--layers expects e.g. 3, 0,2,5, 2-6 or all, got '%s'", s);
 }
 
-/* A JSONL file of texts, tokenized one line at a time. */
-typedef struct {
-    stetho_jsonl_reader r;
-    const stetho_tokenizer *tok;
-    const char *field;
-    int max_tokens;
-    int32_t *ids;
-    int n;
-    long index; /* 0-based number of the text last read */
-} text_stream;
-
-static stetho_status texts_open(text_stream *ts, const char *path, const stetho_tokenizer *tok, const char *field,
-                                int max_tokens) {
-    memset(ts, 0, sizeof *ts);
-    ts->tok = tok;
-    ts->field = field;
-    ts->max_tokens = max_tokens;
-    ts->index = -1;
-    return stetho_jsonl_open(&ts->r, path);
-}
-
-/* The next text's ids (truncated); *got = false at the end. */
-static stetho_status texts_next(text_stream *ts, bool *got) {
-    stetho_status st = stetho_jsonl_next(&ts->r, got);
-    if (st || !*got) return st;
-    const char *text = stetho_jsonl_string(&ts->r, ts->field);
-    if (!text) return STETHO_ERR_FORMAT;
-    size_t len = json_string_length(json_object_get(ts->r.obj, ts->field)), n = 0;
-    free(ts->ids);
-    ts->ids = NULL;
-    if ((st = stetho_tokenizer_encode(ts->tok, text, len, true, &ts->ids, &n))) return st;
-    ts->n = n > (size_t)ts->max_tokens ? ts->max_tokens : (int)n;
-    ts->index++;
-    return STETHO_OK;
-}
-
-static void texts_close(text_stream *ts) {
-    stetho_jsonl_close(&ts->r);
-    free(ts->ids);
-}
-
-/* keep[t] = 0 for BOS, EOS and pad (outlier activations that SAELens' eval ignores too). */
-static int mask_special(const stetho_tokenizer *tok, const int32_t *ids, int n, uint8_t *keep) {
-    int kept = 0;
-    for (int t = 0; t < n; t++) {
-        keep[t] = ids[t] != tok->bos_id && ids[t] != tok->eos_id && ids[t] != tok->pad_id;
-        kept += keep[t];
-    }
-    return kept;
-}
-
 static bool sae_in_dir(const char *dir, const char *name) {
     char p[4096];
     struct stat sb;
@@ -360,23 +310,52 @@ static void fmt_count(char *buf, size_t n, uint64_t v) {
     else snprintf(buf, n, "%llu", (unsigned long long)v);
 }
 
-static void train_progress(stetho_sae_trainer **tr, const int *layers, int n, uint64_t budget, bool tty, bool last) {
+typedef struct {
+    const int *layers;
+    const char *input;
+    bool tty;
+    double last_print;
+    uint64_t next_mark;
+    int pass;
+    stetho_sae_trainer *const *tr;
+} train_view;
+
+static void train_progress(train_view *v, int n, uint64_t budget) {
     stetho_sae_train_progress p;
-    stetho_sae_trainer_progress(tr[0], &p);
+    stetho_sae_trainer_progress(v->tr[0], &p);
     char a[32], b[32];
     fmt_count(a, sizeof a, p.tokens_seen);
     fmt_count(b, sizeof b, budget);
-    fprintf(stderr, "%ssae train: %s/%s tokens, step %llu/%llu", tty ? "\r" : "", a, b,
+    fprintf(stderr, "%ssae train: %s/%s tokens, step %llu/%llu", v->tty ? "\r" : "", a, b,
             (unsigned long long)p.steps, (unsigned long long)p.total_steps);
     for (int i = 0; i < n && i < 4; i++) {
-        stetho_sae_trainer_progress(tr[i], &p);
+        stetho_sae_trainer_progress(v->tr[i], &p);
         fprintf(stderr, " | loss %.4g L0 %.1f EV %.3f dead %d", p.loss, p.l0, p.explained_variance,
                 p.dead_features);
-        if (n > 1) fprintf(stderr, " (L%d)", layers[i]);
+        if (n > 1) fprintf(stderr, " (L%d)", v->layers[i]);
     }
     if (n > 4) fprintf(stderr, " | ... (%d layers)", n);
-    fprintf(stderr, tty && !last ? "\033[K" : "\n");
+    fprintf(stderr, v->tty ? "\033[K" : "\n");
     fflush(stderr);
+}
+
+/* A line at most every half second on a terminal, else at every tenth of the budget. */
+static void on_train_progress(void *user, stetho_sae_trainer *const *tr, int n, uint64_t budget, int pass) {
+    train_view *v = user;
+    v->tr = tr;
+    if (pass != v->pass) {
+        v->pass = pass;
+        if (v->tty) fputc('\n', stderr);
+        fprintf(stderr, "sae train: pass %d over %s\n", pass + 1, v->input);
+    }
+    if (!v->next_mark) v->next_mark = budget / 10;
+    stetho_sae_train_progress p;
+    stetho_sae_trainer_progress(tr[0], &p);
+    bool show = v->tty ? now_s() - v->last_print > 0.5 : v->next_mark && p.tokens_seen >= v->next_mark;
+    if (!show) return;
+    train_progress(v, n, budget);
+    v->last_print = now_s();
+    while (v->next_mark && p.tokens_seen >= v->next_mark) v->next_mark += budget / 10;
 }
 
 static json_t *jnum(double v) { return isfinite(v) ? json_real(v) : json_null(); }
@@ -512,17 +491,9 @@ static int sae_train(int argc, char **argv) {
         return cli_fail(st, "MODEL must be a Hugging Face model directory (config.json + safetensors)");
     }
     int *layers = NULL, n_layers = 1;
-    stetho_sae_trainer **tr = NULL;
     char (*dirs)[4096] = NULL;
-    uint8_t *keep = NULL;
-    text_stream ts = {0};
-    bool ts_open = false;
-    stetho_hooks hooks;
-    stetho_hooks_init(&hooks);
     json_t *report = NULL;
-    stetho_sae *sae_out = NULL;
-    stetho_sae_train_report *reps = NULL;
-    int n_finished = 0;
+    stetho_sae_run_result res = {0};
     if (a.layers) {
         if ((rc = parse_layers(a.layers, m.cfg.n_layers, &layers, &n_layers))) goto done;
     } else {
@@ -533,12 +504,8 @@ static int sae_train(int argc, char **argv) {
         layers = malloc(sizeof *layers);
         layers[0] = hook_layer;
     }
-    int max_tok = (int)a.max_tok;
-    if (m.cfg.max_position > 0 && max_tok > m.cfg.max_position) max_tok = m.cfg.max_position;
-    tr = calloc((size_t)n_layers, sizeof *tr);
     dirs = calloc((size_t)n_layers, sizeof *dirs);
-    keep = malloc((size_t)max_tok);
-    if (!tr || !dirs || !keep) {
+    if (!dirs) {
         cli_error(NULL, "out of memory");
         rc = CLI_EXIT_FAIL;
         goto done;
@@ -558,102 +525,38 @@ static int sae_train(int argc, char **argv) {
             goto done;
         }
     }
-
-    /* the budget: --tokens, else one pass (counted by tokenizing alone) */
-    uint64_t budget = a.tokens;
-    if (!budget) {
-        if ((st = texts_open(&ts, a.input, &tok, a.field, max_tok))) goto fail;
-        ts_open = true;
-        bool got;
-        while (!(st = texts_next(&ts, &got)) && got)
-            if (!(a.heldout_every > 0 && ts.index % a.heldout_every == a.heldout_every - 1))
-                budget += (uint64_t)mask_special(&tok, ts.ids, ts.n, keep);
-        if (st) goto fail;
-        texts_close(&ts);
-        ts_open = false;
-        if (!budget) {
-            cli_error("every text is empty or held out", "%s: no training tokens", a.input);
-            rc = CLI_EXIT_FAIL;
-            goto done;
-        }
+    stetho_sae_run_opts ro;
+    stetho_sae_run_opts_default(&ro);
+    ro.layers = layers;
+    ro.n_layers = n_layers;
+    ro.kind = kind;
+    ro.sae.d_sae = (int)a.width;
+    ro.sae.arch = a.arch;
+    ro.sae.k = (int)a.k;
+    ro.sae.l1 = a.l1;
+    ro.sae.lr = a.lr;
+    ro.sae.batch = (int)a.batch;
+    ro.sae.buffer_tokens = (size_t)a.buffer;
+    ro.sae.seed = (uint64_t)a.seed; /* the same seed per layer: one layer's SAE does not depend on --layers */
+    ro.sae.b_dec_init = a.bdec;
+    ro.tokens = a.tokens;
+    ro.field = a.field;
+    ro.max_tokens_per_prompt = (int)a.max_tok;
+    ro.heldout_every = a.heldout_every;
+    ro.heldout_tokens = a.heldout_tokens;
+    train_view view = {layers, a.input, isatty(2) && !a.quiet, now_s(), 0, 0, NULL};
+    if (!a.quiet) {
+        ro.progress = on_train_progress;
+        ro.user = &view;
     }
-    for (int i = 0; i < n_layers; i++) {
-        stetho_sae_train_config c;
-        stetho_sae_train_config_default(&c);
-        c.d_model = m.cfg.hidden;
-        c.d_sae = (int)a.width;
-        c.arch = a.arch;
-        c.k = (int)a.k;
-        c.l1 = a.l1;
-        c.lr = a.lr;
-        c.batch = (int)a.batch;
-        c.buffer_tokens = (size_t)a.buffer;
-        c.total_tokens = budget;
-        c.seed = (uint64_t)a.seed; /* the same seed per layer: one layer's SAE does not depend on --layers */
-        c.b_dec_init = a.bdec;
-        c.heldout_tokens = a.heldout_every > 0 ? (size_t)a.heldout_tokens : 0;
-        c.layer = layers[i];
-        snprintf(c.hook, sizeof c.hook, "blocks.%d.%s", layers[i], stetho_hook_kind_name(kind));
-        if ((st = stetho_sae_trainer_init(&tr[i], &c)) ||
-            (st = stetho_hooks_add(&hooks, c.hook, stetho_sae_trainer_hook, tr[i])))
-            goto fail;
+    if ((st = stetho_sae_train_texts(&m, &tok, a.input, &ro, &res))) {
+        if (view.tty) fputc('\n', stderr);
+        rc = cli_fail(st, strstr(stetho_last_error(), "no training tokens") ? "every text is empty or held out"
+                          : strstr(stetho_last_error(), ": text ") ? "check that the texts fit the model" : NULL);
+        goto done;
     }
-
-    /* passes over the data until the budget is used; held-out texts only in the first */
-    bool tty = isatty(2) && !a.quiet;
-    double last_print = now_s();
-    uint64_t held_fed = 0, next_mark = budget / 10;
-    long held_prompts = 0;
-    for (int pass = 0; !stetho_sae_trainer_done(tr[0]); pass++) {
-        uint64_t trained_before, trained_after;
-        stetho_sae_train_progress p;
-        stetho_sae_trainer_progress(tr[0], &p);
-        trained_before = p.tokens_seen;
-        if (pass > 0 && !a.quiet) {
-            if (tty) fputc('\n', stderr);
-            fprintf(stderr, "sae train: pass %d over %s\n", pass + 1, a.input);
-        }
-        if ((st = texts_open(&ts, a.input, &tok, a.field, max_tok))) goto fail;
-        ts_open = true;
-        bool got;
-        while (!(st = texts_next(&ts, &got)) && got) {
-            bool held = a.heldout_every > 0 && ts.index % a.heldout_every == a.heldout_every - 1;
-            bool want_held = a.heldout_every > 0 && pass == 0 && held_fed < a.heldout_tokens;
-            bool done = stetho_sae_trainer_done(tr[0]);
-            if (done && !want_held) break; /* (after the budget, the first pass still collects held-out texts) */
-            if (held ? !want_held : done) continue;
-            int kept = mask_special(&tok, ts.ids, ts.n, keep);
-            if (!kept) continue;
-            for (int i = 0; i < n_layers; i++) {
-                stetho_sae_trainer_set_mask(tr[i], keep, (size_t)ts.n);
-                stetho_sae_trainer_set_heldout(tr[i], held);
-            }
-            if ((st = stetho_model_forward(&m, ts.ids, ts.n, NULL, &hooks))) {
-                cli_error("check that the texts fit the model", "%s: text %ld: %s", a.input, ts.index + 1,
-                          stetho_last_error());
-                rc = CLI_EXIT_FAIL;
-                goto done;
-            }
-            if (held) held_fed += (uint64_t)kept, held_prompts++;
-            stetho_sae_trainer_progress(tr[0], &p);
-            bool show = tty ? now_s() - last_print > 0.5 : next_mark && p.tokens_seen >= next_mark;
-            if (!a.quiet && show) {
-                train_progress(tr, layers, n_layers, budget, tty, false);
-                last_print = now_s();
-                while (next_mark && p.tokens_seen >= next_mark) next_mark += budget / 10;
-            }
-        }
-        if (st) goto fail;
-        texts_close(&ts);
-        ts_open = false;
-        stetho_sae_trainer_progress(tr[0], &p);
-        trained_after = p.tokens_seen;
-        if (trained_after == trained_before && !stetho_sae_trainer_done(tr[0])) {
-            cli_error("every text is empty or held out", "%s: no training tokens", a.input);
-            rc = CLI_EXIT_FAIL;
-            goto done;
-        }
-    }
+    uint64_t budget = res.budget;
+    long held_prompts = res.heldout_texts;
 
     /* finish, save, report */
     report = json_object();
@@ -666,19 +569,24 @@ static int sae_train(int argc, char **argv) {
     json_object_set_new(report, "heldout_prompts", json_integer(held_prompts));
     json_t *jl = json_array();
     json_object_set_new(report, "saes", jl);
-    sae_out = calloc((size_t)n_layers, sizeof *sae_out);
-    reps = calloc((size_t)n_layers, sizeof *reps);
-    if (!sae_out || !reps) {
-        cli_error(NULL, "out of memory");
-        rc = CLI_EXIT_FAIL;
-        goto done;
+    if (!a.quiet) { /* the trainers are gone: the last line from the reports */
+        char c1[32], c2[32];
+        fmt_count(c1, sizeof c1, res.reports[0].final.tokens_seen);
+        fmt_count(c2, sizeof c2, budget);
+        fprintf(stderr, "%ssae train: %s/%s tokens, step %llu/%llu", view.tty ? "\r" : "", c1, c2,
+                (unsigned long long)res.reports[0].final.steps, (unsigned long long)res.reports[0].final.total_steps);
+        for (int i = 0; i < res.n && i < 4; i++) {
+            const stetho_sae_train_progress *p = &res.reports[i].final;
+            fprintf(stderr, " | loss %.4g L0 %.1f EV %.3f dead %d", p->loss, p->l0, p->explained_variance,
+                    p->dead_features);
+            if (res.n > 1) fprintf(stderr, " (L%d)", layers[i]);
+        }
+        if (res.n > 4) fprintf(stderr, " | ... (%d layers)", res.n);
+        fprintf(stderr, "%s\n", view.tty ? "\033[K" : "");
     }
-    for (int i = 0; i < n_layers; i++, n_finished++)
-        if ((st = stetho_sae_trainer_finish(tr[i], &sae_out[i], &reps[i]))) goto fail;
-    if (!a.quiet) train_progress(tr, layers, n_layers, budget, tty, true);
     for (int i = 0; i < n_layers; i++) {
-        const stetho_sae *s = &sae_out[i];
-        const stetho_sae_train_report *rep = &reps[i];
+        const stetho_sae *s = &res.saes[i];
+        const stetho_sae_train_report *rep = &res.reports[i];
         if ((st = stetho_sae_save_saelens(s, dirs[i], a.force))) goto fail;
         printf("%s: %s", s->hook, stetho_sae_arch_name(s->arch));
         if (s->arch == STETHO_SAE_TOPK) printf(" (k = %d)", s->k);
@@ -690,7 +598,7 @@ static int sae_train(int argc, char **argv) {
                    (unsigned long long)rep->heldout.n_tokens, held_prompts, rep->heldout.explained_variance,
                    rep->heldout.mse, rep->heldout.l0, rep->heldout.cossim, rep->heldout.dead_features, s->d_sae);
         else
-            printf("  no held-out texts (--heldout-every %ld, %ld texts read)\n", a.heldout_every, ts.index + 1);
+            printf("  no held-out texts (--heldout-every %ld, %ld texts read)\n", a.heldout_every, res.texts_read);
         json_t *o = json_object();
         json_object_set_new(o, "layer", json_integer(s->layer));
         json_object_set_new(o, "hook", json_string(s->hook));
@@ -719,13 +627,9 @@ static int sae_train(int argc, char **argv) {
 fail:
     rc = cli_fail(st, NULL);
 done:
-    if (ts_open) texts_close(&ts);
     json_decref(report);
-    for (int i = 0; sae_out && i < n_finished; i++) stetho_sae_free(&sae_out[i]);
-    free(sae_out), free(reps);
-    for (int i = 0; tr && i < n_layers; i++) stetho_sae_trainer_free(tr[i]);
-    stetho_hooks_free(&hooks);
-    free(tr), free(dirs), free(keep), free(layers);
+    stetho_sae_run_result_free(&res);
+    free(dirs), free(layers);
     stetho_model_free(&m);
     stetho_tokenizer_free(&tok);
     return rc;
@@ -827,7 +731,7 @@ static int sae_eval(int argc, char **argv) {
     for (int i = 0; i < 3; i++)
         if (specials[i] >= 0) ignore[n_ignore++] = specials[i];
     stetho_sae_evaluator *ev = NULL;
-    text_stream ts;
+    stetho_texts ts;
     bool ts_open = false;
     int max_tok = (int)per_prompt;
     if (m.cfg.max_position > 0 && max_tok > m.cfg.max_position) max_tok = m.cfg.max_position;
@@ -837,13 +741,13 @@ static int sae_eval(int argc, char **argv) {
         rc = cli_fail(st, strstr(stetho_last_error(), "hook") ? "set the hook with --hook" : NULL);
         goto out;
     }
-    if ((st = texts_open(&ts, input, &tok, field, max_tok))) {
+    if ((st = stetho_texts_open(&ts, input, &tok, field, max_tok))) {
         rc = cli_fail(st, NULL);
         goto out;
     }
     ts_open = true;
     bool got;
-    while ((!max_tokens || used < max_tokens) && !(st = texts_next(&ts, &got)) && got) {
+    while ((!max_tokens || used < max_tokens) && !(st = stetho_texts_next(&ts, &got)) && got) {
         int T = ts.n;
         if (max_tokens && used + (uint64_t)T > max_tokens) T = (int)(max_tokens - used);
         if (T < 1) continue;
@@ -906,7 +810,7 @@ static int sae_eval(int argc, char **argv) {
     }
     json_decref(root);
 out:
-    if (ts_open) texts_close(&ts);
+    if (ts_open) stetho_texts_close(&ts);
     stetho_sae_evaluator_free(ev);
     free(ptrs);
     stetho_model_free(&m);

@@ -33,6 +33,7 @@
 #include "stetho/model.h"
 #include "stetho/sae.h"
 #include "stetho/sae_eval.h"
+#include "stetho/tokenizer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -127,6 +128,46 @@ typedef struct {
  * evaluate it on the held-out rows. rep may be NULL. The trainer can only be
  * freed afterwards. */
 stetho_status stetho_sae_trainer_finish(stetho_sae_trainer *tr, stetho_sae *out, stetho_sae_train_report *rep);
+
+/* ---- SAEs for several layers from one model and a file of texts ---------------- */
+
+typedef void (*stetho_sae_run_progress_fn)(void *user, stetho_sae_trainer *const *trainers, int n, uint64_t budget,
+                                           int pass);
+
+typedef struct {
+    const int *layers;          /* [n_layers] one SAE per layer, all fed by one forward per text */
+    int n_layers;
+    stetho_hook_kind kind;      /* default STETHO_HOOK_RESID_POST */
+    stetho_sae_train_config sae;/* the settings shared by every SAE (d_sae, arch, k, lr, batch, seed...);
+                                   d_model, layer, hook, total_tokens and heldout_tokens are set here */
+    uint64_t tokens;            /* training tokens per SAE; 0 = one pass over the texts. The texts
+                                   are read again as often as needed. */
+    const char *field;          /* JSONL field holding the text (default "text") */
+    int max_tokens_per_prompt;  /* default 1024, at most the model's context */
+    long heldout_every;         /* every Nth text is held out, never trained on (default 10; 0 = none) */
+    uint64_t heldout_tokens;    /* at most this many held-out tokens (default 8192) */
+    stetho_sae_run_progress_fn progress; /* after every text (may be NULL); pass is 0-based */
+    void *user;
+} stetho_sae_run_opts;
+
+void stetho_sae_run_opts_default(stetho_sae_run_opts *o);
+
+typedef struct {
+    int n;
+    stetho_sae *saes;                  /* [n] in the order of opts.layers */
+    stetho_sae_train_report *reports;  /* [n] */
+    uint64_t budget;                   /* training tokens per SAE */
+    long heldout_texts;                /* texts held out and fed for the final metrics */
+    long texts_read;                   /* texts read in the first pass */
+} stetho_sae_run_result;
+
+/* Train the SAEs: each text (BOS added, truncated) runs through the model and
+ * the hooked activations of every token but BOS/EOS/pad feed the layers'
+ * trainers, pass after pass until the budget is used (held-out texts only in
+ * the first pass). Deterministic for the inputs, opts and thread count. */
+stetho_status stetho_sae_train_texts(stetho_model *m, const stetho_tokenizer *tok, const char *input,
+                                     const stetho_sae_run_opts *o, stetho_sae_run_result *out);
+void stetho_sae_run_result_free(stetho_sae_run_result *r);
 
 #ifdef __cplusplus
 }

@@ -17,6 +17,7 @@ extern "C" {
 typedef struct {
     int64_t tokens;            /* training tokens (steps = tokens / (batch * seq_len)) */
     double math_frac;          /* share of math in the stream, by bytes */
+    double drill_frac;         /* share of that math that is arithmetic drills (stetho_toy_drills_generate) */
     double lr, min_lr;
     double warmup_frac;        /* warm-up steps as a share of all steps */
     double weight_decay;
@@ -31,8 +32,18 @@ typedef struct {
     int batch, seq_len;
     stetho_toy_phase base, ft;
     stetho_dtype save_dtype;   /* F32 or BF16 */
-    int sae_width, sae_k;      /* per-layer SAEs on hook_resid_post; sae_width 0 = none */
+    int sae_width, sae_k;      /* per-layer SAEs on hook_resid_post (stetho_toy_saes); sae_width 0 = none */
     int64_t sae_tokens;
+    /* Accuracy probes: greedy 0-shot Minerva evaluation of the model being
+     * trained on the first probe_limit test problems of each subject, every
+     * probe_every training tokens (0 = only at the end of each phase), logged
+     * to logs/<phase>_probe.tsv and world.json. probe_limit 0 = no probes. */
+    int probe_limit;
+    int64_t probe_every;
+    /* A base model already trained (an HF directory with this architecture,
+     * e.g. an earlier build's base/): its weights are loaded and the base phase
+     * is skipped, so fine-tunes can be redone without pretraining again. */
+    const char *base_from;
     /* progress: phase ("data", "base", "ft", "sae"), a line of text */
     void (*progress)(void *user, const char *phase, const char *line);
     void *user;
@@ -46,6 +57,15 @@ void stetho_toy_opts_default(stetho_toy_opts *o, bool quick);
  * world.json (settings, token counts, losses, per-layer ||tau||/||theta||,
  * timings). */
 stetho_status stetho_toy_build(const char *out_dir, const stetho_toy_opts *o);
+
+/* The SAE step on a built world (run by stetho_toy_build when sae_width > 0):
+ * data/prompts/domain.jsonl (the first 40 training problems of each subject)
+ * and general.jsonl (the first 280 general prompts), the sets the study
+ * diagnoses layers with; then saes/layer_L/ for every layer (TopK, width
+ * sae_width, k sae_k, sae_tokens tokens, SAELens format) on the base model's
+ * blocks.L.hook_resid_post, trained on 1,500 training problems and the
+ * general training paragraphs interleaved; saes/train_report.json. */
+stetho_status stetho_toy_saes(const char *world_dir, const stetho_toy_opts *o);
 
 #ifdef __cplusplus
 }

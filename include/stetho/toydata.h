@@ -103,6 +103,13 @@ stetho_status stetho_toy_mix(const stetho_toy_docs *general, const stetho_toy_do
  * general text is absent: n_docs paragraphs. */
 stetho_status stetho_toy_general_generate(size_t n_docs, uint64_t seed, stetho_toy_docs *out);
 
+/* Arithmetic drills: documents of one-step facts ("$7 \times 8 = 56$",
+ * "$9 + (-21) = -12$", "$\frac{42}{6} = 7$") written in the notations the
+ * worked solutions use, with small operands, appended to out as math until
+ * they hold at least `bytes` bytes. They stand for the arithmetic a real
+ * pretraining corpus is full of: the skill every problem composes. */
+stetho_status stetho_toy_drills_generate(size_t bytes, uint64_t seed, stetho_toy_docs *out);
+
 /* ---- the whole data step of `stetho toy build` ------------------------------------- */
 
 typedef struct {

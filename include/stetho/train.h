@@ -164,6 +164,11 @@ stetho_status stetho_train_step(stetho_train_model *m, const stetho_train_opt *o
  * dir/model.safetensors in dtype (F32 or BF16). dir is created if absent. */
 stetho_status stetho_train_save(const stetho_train_model *m, const char *dir, stetho_dtype dtype);
 
+/* Replace m's parameters with dir/model.safetensors (as stetho_train_save
+ * writes it, F32 or BF16): every tensor of m must be there with its shape.
+ * Optimizer state is untouched. On failure m's parameters are unchanged. */
+stetho_status stetho_train_load_params(stetho_train_model *m, const char *dir);
+
 #ifdef __cplusplus
 }
 #endif
