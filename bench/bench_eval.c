@@ -71,7 +71,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_eval: %s\n", stetho_last_error());
         return 1;
     }
-    printf("tiny world (1.6M params), 0-shot, <= 200 new tokens, %ld problems x 2 subjects\n", limit);
+    printf("tiny world (2.07M params), 0-shot, <= 200 new tokens, %ld problems x 2 subjects\n", limit);
     printf("batch  1: %8.1f problems/minute\nbatch 16: %8.1f problems/minute (%.2fx)\n", b1, b16, b16 / b1);
     /* higher is better here: the ratio is batch 16 over batch 1 */
     printf("RESULT\teval_problems_per_min_batch1\t%.1f\tprob/min\t%.1f\t%.3f\n", b1, b1, 1.0);

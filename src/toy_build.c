@@ -40,7 +40,7 @@ void stetho_toy_opts_default(stetho_toy_opts *o, bool quick) {
     o->save_dtype = STETHO_DTYPE_BF16;
     /* base: general text with every subject (issue 7: the base must already
      * solve a fair share); ft: short, gentle, with replay */
-    o->base = (stetho_toy_phase){.tokens = 10000000, .math_frac = 0.45, .drill_frac = 0.4, .lr = 2e-3, .min_lr = 2e-4,
+    o->base = (stetho_toy_phase){.tokens = 10000000, .math_frac = 0.75, .drill_frac = 0.25, .lr = 2e-3, .min_lr = 2e-4,
                                  .warmup_frac = 0.03, .weight_decay = 0.1};
     o->ft = (stetho_toy_phase){.tokens = 2000000, .math_frac = 0.75, .drill_frac = 0, .lr = 5e-4, .min_lr = 5e-5,
                                .warmup_frac = 0.05, .weight_decay = 0.0, .freeze_embed_final_norm = true};

@@ -54,6 +54,10 @@ cmp -s "$T/a/base/model.safetensors" "$T/c/base/model.safetensors" && [ -s "$T/c
 [ $? -eq 1 ] && grep -q "another tokenizer" "$T/out" && ok || { cat "$T/out"; bad "--base-from with another seed's tokenizer"; }
 "$S" toy build -o "$T/d" --quick --base-from "$T/nope" > /dev/null 2>&1; [ $? -eq 2 ] && ok || bad "--base-from missing dir should exit 2"
 "$S" toy build -o "$T/d" --quick --ft-lr 2 > /dev/null 2>&1; [ $? -eq 2 ] && ok || bad "--ft-lr 2 should exit 2"
+"$S" toy build -o "$T/d" --quick --base-drill-frac 1 > /dev/null 2>&1; [ $? -eq 2 ] && ok || bad "--base-drill-frac 1 should exit 2"
+if command -v jq > /dev/null; then
+  jq -e '.base.drill_frac == 0.25 and .base.math_frac == 0.75 and .ft.drill_frac == 0' "$T/a/world.json" > /dev/null && ok || bad "world.json drill shares"
+fi
 # the loss went down during pretraining and the models run
 first=$(sed -n 2p "$T/a/logs/base_loss.tsv" | cut -f4); last=$(tail -1 "$T/a/logs/base_loss.tsv" | cut -f4)
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.5) }' && ok || bad "base loss $first -> $last did not fall"

@@ -10,6 +10,7 @@
 static const char *help =
     "usage: stetho toy build -o DIR [--seed S] [--quick] [--general DIR] [--threads N]\n"
     "                        [--base-tokens N] [--ft-tokens N] [--base-math-frac F]\n"
+    "                        [--base-drill-frac F]\n"
     "                        [--base-lr LR] [--ft-lr LR] [--ft-math-frac F]\n"
     "                        [--base-from DIR] [--probe N] [--probe-every TOKENS]\n"
     "                        [--no-saes] [--f32] [--quiet]\n"
@@ -31,8 +32,9 @@ static const char *help =
     "                    'generated' forces the built-in generator\n"
     "  --base-tokens N   base pretraining tokens (default 10M; quick 150K)\n"
     "  --ft-tokens N     fine-tuning tokens (default 2M; quick 30K)\n"
-    "  --base-math-frac F  share of math in the base stream (default 0.45, of which\n"
-    "                    0.4 arithmetic drills)\n"
+    "  --base-math-frac F  share of math in the base stream (default 0.75)\n"
+    "  --base-drill-frac F  share of the base's math that is arithmetic drills\n"
+    "                    (default 0.25)\n"
     "  --ft-math-frac F  share of math in the fine-tune stream (default 0.75)\n"
     "  --base-lr LR, --ft-lr LR  peak learning rates (defaults 2e-3, 5e-4;\n"
     "                    each decays to a tenth by a cosine)\n"
@@ -72,7 +74,7 @@ int cmd_toy(int argc, char **argv) {
     bool bad = false, quick = false, quiet = false, f32 = false, no_saes = false;
     const char *base_from = NULL;
     long seed = 1, threads = 0, base_tokens = 0, ft_tokens = 0, probe_n = -1, probe_every = 0;
-    double base_frac = -1, ft_frac = -1, base_lr = -1, ft_lr = -1;
+    double base_frac = -1, drill_frac = -1, ft_frac = -1, base_lr = -1, ft_lr = -1;
     for (int i = 2; i < argc && !bad; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(help, stdout);
@@ -100,6 +102,10 @@ int cmd_toy(int argc, char **argv) {
         } else if (cli_opt(argc, argv, &i, "--base-math-frac", &val, &bad, "toy")) {
             if (!bad && !cli_parse_double("toy", "--base-math-frac", val, &base_frac)) return CLI_EXIT_USAGE;
             if (!bad && !(base_frac >= 0 && base_frac <= 1)) return cli_usage("toy", "--base-math-frac must be in [0, 1]");
+        } else if (cli_opt(argc, argv, &i, "--base-drill-frac", &val, &bad, "toy")) {
+            if (!bad && !cli_parse_double("toy", "--base-drill-frac", val, &drill_frac)) return CLI_EXIT_USAGE;
+            if (!bad && !(drill_frac >= 0 && drill_frac < 1))
+                return cli_usage("toy", "--base-drill-frac must be in [0, 1)");
         } else if (cli_opt(argc, argv, &i, "--ft-math-frac", &val, &bad, "toy")) {
             if (!bad && !cli_parse_double("toy", "--ft-math-frac", val, &ft_frac)) return CLI_EXIT_USAGE;
             if (!bad && !(ft_frac >= 0 && ft_frac <= 1)) return cli_usage("toy", "--ft-math-frac must be in [0, 1]");
@@ -119,6 +125,7 @@ int cmd_toy(int argc, char **argv) {
     if (base_tokens) o.base.tokens = base_tokens;
     if (ft_tokens) o.ft.tokens = ft_tokens;
     if (base_frac >= 0) o.base.math_frac = base_frac;
+    if (drill_frac >= 0) o.base.drill_frac = drill_frac;
     if (ft_frac >= 0) o.ft.math_frac = ft_frac;
     if (base_lr > 0) o.base.lr = base_lr, o.base.min_lr = base_lr / 10;
     if (ft_lr > 0) o.ft.lr = ft_lr, o.ft.min_lr = ft_lr / 10;
