@@ -1,6 +1,9 @@
 /* Numeric primitives of the forward pass. Matrix products with more than one row
- * go through OpenBLAS (the pthread build: called only from the main thread, never
- * inside an OpenMP region); elementwise work is spread with OpenMP. Reductions
+ * go through OpenBLAS, run single-threaded (the caller pins it, see model.c) from
+ * inside OpenMP regions that split the work: two thread pools on the same cores
+ * spin against each other (OpenMP workers busy-wait between regions while
+ * OpenBLAS's workers need the core), which made 2 threads 4x slower than 1 on
+ * small models. Elementwise work is spread with OpenMP too. Reductions
  * (norms, softmax sums) accumulate in double so the f32 engine stays close to
  * HF's results computed in higher precision. */
 #include "kernels.h"
@@ -8,6 +11,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 /* Weight rows are converted to f32 in blocks of about this many elements: big
@@ -21,17 +25,22 @@ static size_t block_rows(size_t K) {
     return rows ? rows : 1;
 }
 
-/* Enough for block_rows(k) * k for every k <= K. */
+/* Threads a matmul or attention call splits its work over. */
+static int team_size(void) {
+    int n = stetho_get_threads();
+    return n > 0 ? n : 1;
+}
+
+/* One block of block_rows(k) * k elements for each thread of the team. */
 size_t st_matmul_scratch_elems(int K) {
     size_t k = K > 0 ? (size_t)K : 1;
-    return k > MATMUL_BLOCK_ELEMS ? k : MATMUL_BLOCK_ELEMS;
+    return (k > MATMUL_BLOCK_ELEMS ? k : MATMUL_BLOCK_ELEMS) * (size_t)team_size();
 }
 
 static void convert_rows(float *dst, const stetho_tensor *W, size_t row0, size_t nrows, size_t K) {
     size_t esz = stetho_dtype_bits(W->dtype) / 8;
     const uint8_t *src = (const uint8_t *)W->data + row0 * K * esz;
     /* The dtype was checked at load, so the conversion cannot fail. */
-    #pragma omp parallel for schedule(static)
     for (long r = 0; r < (long)nrows; r++)
         (void)stetho_convert_to_f32(dst + (size_t)r * K, src + (size_t)r * K * esz, W->dtype, K);
 }
@@ -84,17 +93,28 @@ stetho_status st_matmul_wt(float *out, int ldo, const float *in, int T, int K, c
     if (T <= 0 || N == 0) return STETHO_OK;
     if (T <= ST_FEW_ROWS) {
         matmul_few_rows(out, ldo, in, T, K, W);
-    } else if (W->dtype == STETHO_DTYPE_F32 && ((uintptr_t)W->data % sizeof(float)) == 0) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)N, K, 1.0f, in, K, (const float *)W->data, K,
-                    0.0f, out, ldo);
     } else {
-        size_t rows_per_block = block_rows((size_t)K);
-        for (size_t n0 = 0; n0 < N; n0 += rows_per_block) {
-            size_t nb = N - n0 < rows_per_block ? N - n0 : rows_per_block;
-            convert_rows(scratch, W, n0, nb, (size_t)K);
-            /* out[:, n0:n0+nb] = in [T, K] . scratch[nb, K]^T */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)nb, K, 1.0f, in, K, scratch, K, 0.0f,
-                        out + n0, ldo);
+        /* each thread takes a contiguous range of output columns (weight rows) */
+        int nt = team_size();
+        if ((size_t)nt > N) nt = (int)N;
+        bool direct = W->dtype == STETHO_DTYPE_F32 && ((uintptr_t)W->data % sizeof(float)) == 0;
+        size_t rows_per_block = block_rows((size_t)K), per_thread = st_matmul_scratch_elems(K) / (size_t)team_size();
+        #pragma omp parallel for schedule(static) num_threads(nt)
+        for (int p = 0; p < nt; p++) {
+            size_t lo = N * (size_t)p / (size_t)nt, hi = N * (size_t)(p + 1) / (size_t)nt;
+            if (direct) {
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)(hi - lo), K, 1.0f, in, K,
+                            (const float *)W->data + lo * (size_t)K, K, 0.0f, out + lo, ldo);
+                continue;
+            }
+            float *buf = scratch + (size_t)p * per_thread;
+            for (size_t n0 = lo; n0 < hi; n0 += rows_per_block) {
+                size_t nb = hi - n0 < rows_per_block ? hi - n0 : rows_per_block;
+                convert_rows(buf, W, n0, nb, (size_t)K);
+                /* out[:, n0:n0+nb] = in [T, K] . buf[nb, K]^T */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)nb, K, 1.0f, in, K, buf, K, 0.0f,
+                            out + n0, ldo);
+            }
         }
     }
     if (bias) {
@@ -186,14 +206,22 @@ void st_gated_act(float *gate, const float *up, size_t n, stetho_activation act)
 /* Queries are processed in blocks of this many rows: scores [QBLOCK, keys]. */
 #define QBLOCK 128
 
-size_t st_attention_scratch_elems(int T) { return (size_t)QBLOCK * (size_t)(T > 0 ? T : 1); }
+/* One [QBLOCK, T] block of scores for each thread of the team. */
+size_t st_attention_scratch_elems(int T) { return (size_t)QBLOCK * (size_t)(T > 0 ? T : 1) * (size_t)team_size(); }
 
 void st_attention(float *out, const float *q, const float *k, const float *v, int T, int nh, int nkv, int hd,
                   double scale, double softcap, int window, float *scores) {
     int ldq = nh * hd, ldk = nkv * hd;
     int group = nh / nkv; /* query heads per kv head: q head h uses kv head h / group */
+    int nt = team_size();
+    if (nt > nh) nt = nh;
+    size_t per_thread = (size_t)QBLOCK * (size_t)(T > 0 ? T : 1);
+    float *all_scores = scores;
+    /* heads in parallel, each thread with its own block of scores */
+    #pragma omp parallel for schedule(static) num_threads(nt)
     for (int h = 0; h < nh; h++) {
         int g = h / group;
+        float *scores = all_scores + (size_t)omp_get_thread_num() * per_thread;
         for (int t0 = 0; t0 < T; t0 += QBLOCK) {
             int t1 = t0 + QBLOCK < T ? t0 + QBLOCK : T;
             int qb = t1 - t0;
@@ -203,7 +231,6 @@ void st_attention(float *out, const float *q, const float *k, const float *v, in
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, qb, klen, hd, (float)scale,
                         q + (size_t)t0 * ldq + (size_t)h * hd, ldq, k + (size_t)k0 * ldk + (size_t)g * hd, ldk,
                         0.0f, scores, klen);
-            #pragma omp parallel for schedule(static)
             for (int r = 0; r < qb; r++) {
                 int t = t0 + r;
                 float *s = scores + (size_t)r * klen;

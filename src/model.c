@@ -450,7 +450,11 @@ static stetho_status run_hooks(const stetho_hooks *h, int layer, stetho_hook_kin
     for (size_t i = 0; i < h->n; i++) {
         const stetho_hook_reg *r = &h->regs[i];
         if (r->kind != kind || (r->layer != -1 && r->layer != layer)) continue;
+        /* the forward pins BLAS to one thread (its matmuls split the work
+         * themselves); a consumer (an SAE encoder) gets every thread back */
+        openblas_set_num_threads(stetho_get_threads());
         stetho_status st = r->edit ? r->edit(r->user, layer, kind, data, T, D) : r->fn(r->user, layer, kind, data, T, D);
+        openblas_set_num_threads(1);
         if (st) return st;
     }
     return STETHO_OK;
@@ -650,11 +654,23 @@ static stetho_status check_inputs(const stetho_model *m, const int32_t *tokens, 
 /* The forward pass over T rows already set up in s (RoPE tables, KV context):
  * embeddings, layers 0..last, and logits [T - logits_from, vocab] of rows
  * logits_from..T-1 when logits is not NULL. */
+static stetho_status forward_rows_pinned(stetho_model *m, run_state *s, const int32_t *tokens, int T, int last,
+                                         float *logits, int logits_from, const stetho_hooks *hooks);
+
+/* OpenBLAS runs single-threaded inside the forward: kernels.c splits each
+ * product over the OpenMP team itself (one thread pool, see there). */
 static stetho_status forward_rows(stetho_model *m, run_state *s, const int32_t *tokens, int T, int last,
                                   float *logits, int logits_from, const stetho_hooks *hooks) {
+    openblas_set_num_threads(1);
+    stetho_status st = forward_rows_pinned(m, s, tokens, T, last, logits, logits_from, hooks);
+    openblas_set_num_threads(stetho_get_threads());
+    return st;
+}
+
+static stetho_status forward_rows_pinned(stetho_model *m, run_state *s, const int32_t *tokens, int T, int last,
+                                         float *logits, int logits_from, const stetho_hooks *hooks) {
     const stetho_model_config *c = &m->cfg;
     int D = c->hidden;
-    openblas_set_num_threads(stetho_get_threads());
 
     /* embeddings (Gemma: * sqrt(hidden), exact in f32 compute) */
     size_t esz = stetho_dtype_bits(m->embed->dtype) / 8;
