@@ -651,9 +651,6 @@ static stetho_status check_inputs(const stetho_model *m, const int32_t *tokens, 
     return STETHO_OK;
 }
 
-/* The forward pass over T rows already set up in s (RoPE tables, KV context):
- * embeddings, layers 0..last, and logits [T - logits_from, vocab] of rows
- * logits_from..T-1 when logits is not NULL. */
 static stetho_status forward_rows_pinned(stetho_model *m, run_state *s, const int32_t *tokens, int T, int last,
                                          float *logits, int logits_from, const stetho_hooks *hooks);
 
@@ -667,6 +664,9 @@ static stetho_status forward_rows(stetho_model *m, run_state *s, const int32_t *
     return st;
 }
 
+/* The forward pass over T rows already set up in s (RoPE tables, KV context):
+ * embeddings, layers 0..last, and logits [T - logits_from, vocab] of rows
+ * logits_from..T-1 when logits is not NULL. */
 static stetho_status forward_rows_pinned(stetho_model *m, run_state *s, const int32_t *tokens, int T, int last,
                                          float *logits, int logits_from, const stetho_hooks *hooks) {
     const stetho_model_config *c = &m->cfg;

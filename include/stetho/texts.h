@@ -1,6 +1,6 @@
 /* A JSONL file of texts read one line at a time and tokenized as it goes (BOS
- * added, truncated to a maximum length): how SAE training, SAE evaluation and
- * the diagnosis feed prompts to a model without holding the file in memory. */
+ * added, truncated to a maximum length): how SAE training and SAE evaluation
+ * feed prompts to a model without holding the file in memory. */
 #ifndef STETHO_TEXTS_H
 #define STETHO_TEXTS_H
 
