@@ -3,7 +3,7 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: all test asan test-asan demo bench fuzz clean
+.PHONY: all test asan test-asan demo bench fuzz valgrind clean
 
 all: $(BUILD)/Makefile
 	@$(MAKE) --no-print-directory -C $(BUILD) -j$(JOBS)
@@ -31,5 +31,12 @@ fuzz:
 	@$(MAKE) --no-print-directory -C build-fuzz -j$(JOBS) fuzzers
 	@bash fuzz/run.sh build-fuzz $${FUZZ_SECONDS:-60}
 
+# valgrind memcheck over representative CLI runs (scripts/valgrind-cli); a
+# build without -march=native, which valgrind may not be able to run.
+valgrind:
+	@cmake -S . -B build-valgrind -DSTETHO_NATIVE=OFF >/dev/null
+	@$(MAKE) --no-print-directory -C build-valgrind -j$(JOBS) stetho_cli
+	@scripts/valgrind-cli build-valgrind/stetho
+
 clean:
-	rm -rf build build-asan build-release build-fuzz
+	rm -rf build build-asan build-release build-fuzz build-valgrind

@@ -44,10 +44,34 @@ void stetho_diagnose_opts_default(stetho_diagnose_opts *o) {
     o->metric = STETHO_METRIC_DEFAULT;
     o->ratio = 4.0;
     o->smoothing = 0.5;
-    o->k = 8;
+    o->k = 0; /* STETHO_DIAG_DEFAULT_K, fewer on a narrower SAE */
     o->probe_folds = 5;
     o->probe_l2 = 1.0;
-    o->top_features = 32;
+    o->top_features = 0; /* STETHO_DIAG_DEFAULT_TOP_FEATURES, likewise */
+}
+
+/* K and the top-feature count on an SAE of d_sae features: a value asked for is
+ * used as it is (check_width refuses it when too large), the default is capped
+ * so that narrow SAEs still work without options. */
+static int eff_k(const stetho_diagnose_opts *o, int d_sae) {
+    int k = o->k > 0 ? o->k : STETHO_DIAG_DEFAULT_K;
+    return k < d_sae ? k : d_sae;
+}
+static int eff_top(const stetho_diagnose_opts *o, int d_sae) {
+    int n = o->top_features > 0 ? o->top_features : STETHO_DIAG_DEFAULT_TOP_FEATURES;
+    return n < d_sae ? n : d_sae;
+}
+
+/* A K or top-feature count asked for beyond the SAE's width would silently
+ * mean fewer features than the user believes they scored. */
+static stetho_status check_width(const stetho_diagnose_opts *o, int layer, int d_sae, const char *sae) {
+    if (o->k > d_sae)
+        return st_err(STETHO_ERR_INVALID, "%s%sK = %d is larger than the %d features (d_sae) of the layer %d SAE", sae ? sae : "",
+                      sae ? ": " : "", o->k, d_sae, layer);
+    if (o->top_features > d_sae)
+        return st_err(STETHO_ERR_INVALID, "%s%stop_features = %d is larger than the %d features (d_sae) of the layer %d SAE",
+                      sae ? sae : "", sae ? ": " : "", o->top_features, d_sae, layer);
+    return STETHO_OK;
 }
 
 static stetho_status check_opts(const stetho_diagnose_opts *o) {
@@ -55,10 +79,11 @@ static stetho_status check_opts(const stetho_diagnose_opts *o) {
     if (!(o->ratio > 0) || !isfinite(o->ratio)) return st_err(STETHO_ERR_INVALID, "the frequency-ratio threshold must be > 0");
     if (!(o->smoothing > 0) || !isfinite(o->smoothing))
         return st_err(STETHO_ERR_INVALID, "the log-ratio pseudo-count must be > 0 (0 makes features absent from a set infinite)");
-    if (o->k < 1) return st_err(STETHO_ERR_INVALID, "K must be at least 1");
+    if (o->k < 0) return st_err(STETHO_ERR_INVALID, "K must be at least 1 (0: the default)");
     if (o->probe_folds < 2) return st_err(STETHO_ERR_INVALID, "the probe needs at least 2 folds");
     if (!(o->probe_l2 > 0) || !isfinite(o->probe_l2)) return st_err(STETHO_ERR_INVALID, "the probe's L2 penalty must be > 0");
-    if (o->top_features < 1) return st_err(STETHO_ERR_INVALID, "at least one top feature per layer must be listed");
+    if (o->top_features < 0)
+        return st_err(STETHO_ERR_INVALID, "at least one top feature per layer must be listed (0: the default)");
     if (o->max_tokens < 0) return st_err(STETHO_ERR_INVALID, "max_tokens must be >= 0");
     return STETHO_OK;
 }
@@ -292,7 +317,7 @@ static stetho_status probe_score(const stetho_diag_acc *a, const stetho_diagnose
     if (ncls[0] < F) F = ncls[0];
     if (ncls[1] < F) F = ncls[1];
     if (F < 2) return STETHO_OK;
-    int ds = a->d_sae, K = o->k < ds ? o->k : ds;
+    int ds = a->d_sae, K = eff_k(o, ds);
     stetho_status st = STETHO_OK;
     int *fold = st_malloc(np * sizeof *fold), *y = st_malloc(np * sizeof *y), *col = st_malloc((size_t)ds * sizeof *col);
     double *m[2] = {st_malloc((size_t)ds * sizeof(double)), st_malloc((size_t)ds * sizeof(double))};
@@ -385,8 +410,9 @@ void stetho_diag_layer_free(stetho_diag_layer *l) {
 stetho_status stetho_diag_layer_compute(const stetho_diag_acc *acc, const stetho_diagnose_opts *o, stetho_diag_layer *out) {
     memset(out, 0, sizeof *out);
     stetho_status st = check_opts(o);
+    if (!st) st = check_width(o, acc->layer, acc->d_sae, NULL);
     if (st) return st;
-    int ds = acc->d_sae;
+    int ds = acc->d_sae, K = eff_k(o, ds);
     out->layer = acc->layer;
     out->scored = true;
     out->d_sae = ds;
@@ -433,7 +459,7 @@ stetho_status stetho_diag_layer_compute(const stetho_diag_acc *acc, const stetho
         for (int j = 0; j < ds; j++)
             if (acc->sum[0][j] > 0) rank[n++] = (fv){j, acc->sum[0][j]};
         qsort(rank, (size_t)n, sizeof *rank, cmp_fv_desc);
-        int k = o->k < n ? o->k : n;
+        int k = K < n ? K : n;
         double s = 0;
         for (int i = 0; i < k; i++) s += out->features[rank[i].j].contrast;
         out->scores[STETHO_METRIC_TOPK_CONTRAST] = s / k;
@@ -445,7 +471,7 @@ stetho_status stetho_diag_layer_compute(const stetho_diag_acc *acc, const stetho
         for (int j = 0; j < ds; j++)
             if (out->features[j].effect > 0) rank[n++] = (fv){j, out->features[j].effect};
         qsort(rank, (size_t)n, sizeof *rank, cmp_fv_desc);
-        int k = o->k < n ? o->k : n;
+        int k = K < n ? K : n;
         double s = 0;
         for (int i = 0; i < k; i++) s += rank[i].v;
         out->scores[STETHO_METRIC_EFFECT] = k ? s / k : 0;
@@ -454,7 +480,7 @@ stetho_status stetho_diag_layer_compute(const stetho_diag_acc *acc, const stetho
     if (!st) {
         for (int j = 0; j < ds; j++) rank[j] = (fv){j, out->features[j].contrast};
         qsort(rank, (size_t)ds, sizeof *rank, cmp_fv_desc);
-        out->n_top = o->top_features < ds ? o->top_features : ds;
+        out->n_top = eff_top(o, ds);
         out->top = st_malloc((size_t)out->n_top * sizeof *out->top);
         if (!out->top) st = STETHO_ERR_NOMEM;
         for (int i = 0; !st && i < out->n_top; i++) out->top[i] = rank[i].j;
@@ -582,6 +608,7 @@ stetho_status stetho_diagnoser_init(stetho_diagnoser **out, stetho_model *m, con
             }
         }
         snprintf(d->hook[i], sizeof d->hook[i], "blocks.%d.%s", e->layer, stetho_hook_kind_name(kind));
+        if ((st = check_width(o, e->layer, s->d_sae, e->path))) break; /* before the run, not after it */
         if ((st = stetho_diag_acc_init(&d->accs[i], e->layer, s->d_sae))) break;
         d->ctx[i] = (hook_ctx){d, i};
         if ((st = stetho_hooks_add_at(&d->hooks, e->layer, kind, on_hook, &d->ctx[i]))) break;
@@ -619,6 +646,10 @@ stetho_status stetho_diagnoser_finish(stetho_diagnoser *d, stetho_diagnose_resul
     r->opts.field = NULL;
     r->opts.progress = NULL;
     r->opts.progress_user = NULL;
+    /* SCORES.json records the values in force: the defaults by number (capped
+     * per layer at its d_sae, which each layer's entry lists) */
+    if (r->opts.k == 0) r->opts.k = STETHO_DIAG_DEFAULT_K;
+    if (r->opts.top_features == 0) r->opts.top_features = STETHO_DIAG_DEFAULT_TOP_FEATURES;
     r->n_layers = c->n_layers;
     r->d_model = c->hidden;
     if (d->m->ckpt.has_config) snprintf(r->model_type, sizeof r->model_type, "%s", d->m->ckpt.config.model_type);

@@ -2,14 +2,15 @@
  * greedy generation, grading, resumable samples and lm-eval results. */
 #include "stetho/eval.h"
 
-#include "stetho/answer.h"
+#include "stetho/grade.h"
 #include "stetho/jsonl.h"
-#include "stetho/latex.h"
 #include "stetho/results.h"
 #include "internal.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,6 +144,14 @@ static stetho_status parse_tasks(const char *spec, task **out, size_t *n_out) {
     return STETHO_OK;
 }
 
+stetho_status stetho_eval_check_tasks(const char *tasks) {
+    task *t = NULL;
+    size_t n = 0;
+    stetho_status st = parse_tasks(tasks, &t, &n);
+    if (!st) tasks_free(t, n);
+    return st;
+}
+
 static stetho_status add_doc(task *t, json_t *o, const char *path, size_t line) {
     if (t->n == t->cap) {
         size_t cap = t->cap ? 2 * t->cap : 256;
@@ -259,28 +268,113 @@ static void item_free(item *it) {
     memset(it, 0, sizeof *it);
 }
 
-/* lm-eval's process_results with stetho's equivalence check. */
+/* lm-eval's process_results with stetho's equivalence check: the same rule as
+ * `stetho grade` (stetho/grade.h). An explicit answer (MATH-500) wins over the
+ * solution's last box. */
 static stetho_status grade(const doc *d, item *it) {
-    char *boxed = NULL, *gold_raw = NULL;
-    stetho_status st = STETHO_OK;
-    if (d->answer) gold_raw = st_strdup(d->answer);
-    else if (!(st = stetho_answer_last_boxed(d->solution, &boxed)) && boxed) st = stetho_answer_remove_boxed(boxed, &gold_raw);
-    if (st == STETHO_ERR_FORMAT || (!st && !gold_raw)) {
-        stetho_clear_error();
-        st = STETHO_OK;
-        gold_raw = st_strdup(""); /* no usable box: lm-eval compares with an empty answer */
-    }
-    free(boxed);
-    if (!st && !gold_raw) st = STETHO_ERR_NOMEM;
-    if (!st) st = stetho_answer_normalize(gold_raw, &it->gold);
-    if (!st) st = stetho_answer_extract(it->generation, &it->extracted);
-    if (!st) st = stetho_answer_normalize(it->extracted, &it->normalized);
-    if (!st) st = stetho_latex_grade(gold_raw, it->gold, it->extracted, it->normalized, &it->correct);
-    free(gold_raw);
-    return st;
+    stetho_grade_result g;
+    stetho_status st = stetho_grade_generation(it->generation, d->solution, d->answer, &g);
+    if (st) return st;
+    free(it->gold), free(it->extracted), free(it->normalized);
+    it->gold = g.gold, it->extracted = g.extracted, it->normalized = g.normalized;
+    it->correct = g.correct;
+    return STETHO_OK;
 }
 
 /* ------------------------------------------------------------ resuming */
+
+/* Resuming must never mix generations of different runs, so a partial file
+ * starts with a header naming everything its generations depend on besides
+ * the prompt: the task, the model's content and the decoding settings. Every
+ * line then carries its prompt and a hash of the prompt's token ids (which
+ * catches another tokenizer). --limit and --batch-size are not in it: a rerun
+ * with a larger limit reuses what is there, and batching does not change what
+ * greedy decoding asks for. */
+#define PARTIAL_FORMAT 1
+
+/* xxHash64's constants and round; any good 64-bit mix would do. */
+#define P1 0x9E3779B185EBCA87ULL
+#define P2 0xC2B2AE3D27D4EB4FULL
+#define P3 0x165667B19E3779F9ULL
+
+static uint64_t rotl64(uint64_t x, int r) { return (x << r) | (x >> (64 - r)); }
+
+static uint64_t fmix64(uint64_t h) {
+    h ^= h >> 33;
+    h *= P2;
+    h ^= h >> 29;
+    h *= P3;
+    h ^= h >> 32;
+    return h;
+}
+
+/* A 64-bit non-cryptographic hash of n bytes: four independent lanes, so it
+ * runs near memory speed. It tells checkpoints apart; it resists no forgery. */
+static uint64_t hash_bytes(const void *data, size_t n, uint64_t seed) {
+    const unsigned char *p = data;
+    uint64_t v[4] = {seed + P1 + P2, seed + P2, seed, seed - P1};
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int k = 0; k < 4; k++) {
+            uint64_t w;
+            memcpy(&w, p + i + 8 * k, 8);
+            v[k] = rotl64(v[k] + w * P2, 31) * P1;
+        }
+    uint64_t h = rotl64(v[0], 1) + rotl64(v[1], 7) + rotl64(v[2], 12) + rotl64(v[3], 18) + (uint64_t)n;
+    for (; i < n; i++) h = rotl64(h ^ (p[i] * P3), 11) * P1;
+    return fmix64(h);
+}
+
+#define FP_CHUNK ((size_t)64 << 20) /* bytes hashed per task of the parallel loop */
+
+typedef struct {
+    const unsigned char *p;
+    size_t n;
+    uint64_t h;
+} fp_chunk;
+
+/* The model's identity: config.json and every tensor's name, dtype, shape and
+ * bytes, in name order. It hashes the loaded mapping, so what is compared is
+ * what the forward pass computes with, whatever the files are called or when
+ * they were written (file names, sizes and times would miss an edit written
+ * over a checkpoint in place, and match two copies made at different times
+ * never). Cost: one parallel pass over the weights, which generation reads
+ * anyway. */
+static stetho_status model_fingerprint(const stetho_model *m, char out[17]) {
+    const stetho_checkpoint *c = &m->ckpt;
+    size_t n_chunks = 0;
+    for (size_t i = 0; i < c->n_tensors; i++) n_chunks += (c->sorted[i]->nbytes + FP_CHUNK - 1) / FP_CHUNK;
+    fp_chunk *ch = st_calloc(n_chunks ? n_chunks : 1, sizeof *ch);
+    if (!ch) return STETHO_ERR_NOMEM;
+    size_t k = 0;
+    for (size_t i = 0; i < c->n_tensors; i++) {
+        const stetho_tensor *t = c->sorted[i];
+        for (uint64_t off = 0; off < t->nbytes; off += FP_CHUNK, k++) {
+            ch[k].p = (const unsigned char *)t->data + off;
+            ch[k].n = t->nbytes - off < FP_CHUNK ? (size_t)(t->nbytes - off) : FP_CHUNK;
+        }
+    }
+    long nk = (long)n_chunks;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (long j = 0; j < nk; j++) ch[j].h = hash_bytes(ch[j].p, ch[j].n, (uint64_t)j);
+    uint64_t h = c->config_json ? hash_bytes(c->config_json, c->config_json_len, 1) : 0;
+    k = 0;
+    for (size_t i = 0; i < c->n_tensors; i++) {
+        const stetho_tensor *t = c->sorted[i];
+        uint64_t meta[2 + STETHO_MAX_DIMS] = {(uint64_t)t->dtype, (uint64_t)t->ndim};
+        for (int d = 0; d < t->ndim && d < STETHO_MAX_DIMS; d++) meta[2 + d] = t->shape[d];
+        h = hash_bytes(t->name, strlen(t->name), h);
+        h = hash_bytes(meta, sizeof meta, h);
+        for (uint64_t off = 0; off < t->nbytes; off += FP_CHUNK, k++) h = fmix64(h ^ ch[k].h) + P1;
+    }
+    st_free(ch);
+    snprintf(out, 17, "%016" PRIx64, h);
+    return STETHO_OK;
+}
+
+static void ids_hash(const item *it, char out[17]) {
+    snprintf(out, 17, "%016" PRIx64, hash_bytes(it->ids, (size_t)it->n_ids * sizeof *it->ids, 2));
+}
 
 static char *partial_path(const char *dir, const char *task) {
     char name[128];
@@ -288,27 +382,84 @@ static char *partial_path(const char *dir, const char *task) {
     return st_path_join(dir, name);
 }
 
-/* Reuse generations of an interrupted run whose prompts are the same. */
-static stetho_status load_partial(const char *path, item *items, size_t n, size_t *reused) {
-    *reused = 0;
+/* The header this run writes and expects. */
+static json_t *partial_header(const char *task, const char *model_fp, const stetho_eval_opts *o,
+                              const stetho_gen_kwargs *gk) {
+    json_t *until = json_array();
+    for (size_t i = 0; until && i < gk->n_until; i++) json_array_append_new(until, json_string(gk->until[i]));
+    return json_pack("{s:i, s:s, s:s, s:i, s:i, s:b, s:o, s:b, s:f}", "stetho_eval_partial", PARTIAL_FORMAT, "task",
+                     task, "model", model_fp, "num_fewshot", o->num_fewshot, "max_gen_toks", o->max_gen_toks, "chat",
+                     o->chat, "until", until, "do_sample", gk->do_sample, "temperature", gk->temperature);
+}
+
+/* "model (was X, now Y), max_gen_toks (was 32, now 256)" for the keys of want
+ * that got lacks or holds otherwise. */
+static void header_diff(const json_t *want, const json_t *got, st_buf *b) {
+    const char *key;
+    json_t *w;
+    json_object_foreach((json_t *)want, key, w) {
+        json_t *g = json_object_get(got, key);
+        if (g && json_equal(w, g)) continue;
+        char *ws = json_dumps(w, JSON_COMPACT | JSON_ENCODE_ANY);
+        char *gs = g ? json_dumps(g, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+        st_buf_printf(b, "%s%s (was %s, now %s)", b->len ? ", " : "", key, gs ? gs : "absent", ws ? ws : "?");
+        free(ws);
+        free(gs);
+    }
+}
+
+typedef struct {
+    size_t reused, stale; /* lines taken; lines whose doc_id or prompt did not match */
+    bool discarded;       /* the file was of another run (or unreadable) */
+    char why[512];
+} partial_load;
+
+/* Reuse generations of an interrupted run of this very run: same header, same
+ * prompt and prompt ids. A file with another header is discarded whole. */
+static stetho_status load_partial(const char *path, const json_t *header, item *items, size_t n, partial_load *pl) {
+    memset(pl, 0, sizeof *pl);
     struct stat sb;
     if (stat(path, &sb)) return STETHO_OK;
     stetho_jsonl_reader r;
     stetho_status st = stetho_jsonl_open(&r, path);
     if (st) return st;
-    bool got;
-    while (!(st = stetho_jsonl_next(&r, &got)) && got) {
+    bool got = false;
+    st = stetho_jsonl_next(&r, &got);
+    if (st == STETHO_ERR_FORMAT || !got || !json_object_get(r.obj, "stetho_eval_partial")) {
+        stetho_clear_error();
+        st = STETHO_OK;
+        pl->discarded = got || sb.st_size > 0;
+        snprintf(pl->why, sizeof pl->why, "it has no settings header (an older stetho wrote it, or it was cut short)");
+        got = false;
+    } else if (!st && !json_equal(r.obj, (json_t *)header)) {
+        st_buf d;
+        st_buf_init(&d);
+        header_diff(header, r.obj, &d);
+        pl->discarded = true;
+        snprintf(pl->why, sizeof pl->why, "it was made with other settings: %s", d.data && !d.failed ? d.data : "?");
+        st_buf_free(&d);
+        got = false;
+    }
+    while (!st && got && !(st = stetho_jsonl_next(&r, &got)) && got) {
         json_t *id = json_object_get(r.obj, "doc_id");
         const char *prompt = json_string_value(json_object_get(r.obj, "prompt"));
+        const char *ids = json_string_value(json_object_get(r.obj, "prompt_ids"));
         const char *gen = json_string_value(json_object_get(r.obj, "generation"));
-        if (!json_is_integer(id) || !prompt || !gen) continue; /* a line cut by the interruption */
+        if (!json_is_integer(id) || !prompt || !ids || !gen) continue; /* a line cut by the interruption */
         json_int_t i = json_integer_value(id);
-        if (i < 0 || (size_t)i >= n || items[i].generation || strcmp(items[i].prompt, prompt)) continue;
+        char want_ids[17] = "";
+        if (i >= 0 && (size_t)i < n) ids_hash(&items[i], want_ids);
+        if (i < 0 || (size_t)i >= n || items[i].generation || strcmp(items[i].prompt, prompt) ||
+            strcmp(want_ids, ids)) {
+            /* a line beyond --limit is not wanted now, but it is no sign of another run */
+            pl->stale += i >= 0 && (size_t)i < n;
+            continue;
+        }
         if (!(items[i].generation = st_strdup(gen))) {
             st = STETHO_ERR_NOMEM;
             break;
         }
-        (*reused)++;
+        pl->reused++;
     }
     stetho_jsonl_close(&r);
     if (st == STETHO_ERR_FORMAT) { /* a torn last line: keep what was read */
@@ -318,15 +469,22 @@ static stetho_status load_partial(const char *path, item *items, size_t n, size_
     return st;
 }
 
-static stetho_status append_partial(FILE *f, const char *path, size_t doc_id, const item *it) {
-    json_t *o = json_pack("{s:I, s:s, s:s}", "doc_id", (json_int_t)doc_id, "prompt", it->prompt, "generation",
-                          it->generation);
-    char *text = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+static stetho_status write_line(FILE *f, const char *path, json_t *o) {
+    errno = 0;
+    char *text = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER) : NULL;
     json_decref(o);
     if (!text) return st_err(STETHO_ERR_NOMEM, "out of memory");
     bool ok = !st_fault_write_fires() && fprintf(f, "%s\n", text) > 0 && fflush(f) == 0;
     free(text);
     return ok ? STETHO_OK : st_err(STETHO_ERR_IO, "%s: write failed: %s", path, strerror(errno ? errno : ENOSPC));
+}
+
+static stetho_status append_partial(FILE *f, const char *path, size_t doc_id, const item *it) {
+    char ids[17];
+    ids_hash(it, ids);
+    return write_line(f, path,
+                      json_pack("{s:I, s:s, s:s, s:s}", "doc_id", (json_int_t)doc_id, "prompt", it->prompt,
+                                "prompt_ids", ids, "generation", it->generation));
 }
 
 /* ------------------------------------------------------------ one task */
@@ -366,9 +524,46 @@ static void on_done(void *user, size_t seq, const stetho_gen_result *r) {
     if (c->o->progress) c->o->progress(c->o->user, c->t->name, c->done, c->total, c->correct, now_s() - c->t0);
 }
 
+static void notice(const stetho_eval_opts *o, const char *task, const char *fmt, ...) ST_PRINTF(3, 4);
+static void notice(const stetho_eval_opts *o, const char *task, const char *fmt, ...) {
+    if (!o->notice) return;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    o->notice(o->user, task, msg);
+}
+
+/* Start the partial file afresh with the header and the reused lines, written
+ * under a temporary name and renamed, so an interruption now loses nothing
+ * already generated; new lines are appended to the renamed file. */
+static stetho_status rewrite_partial(const char *ppath, json_t *header, const item *items, size_t n, FILE **out) {
+    *out = NULL;
+    size_t len = strlen(ppath) + 5;
+    char *tmp = st_malloc(len);
+    if (!tmp) return STETHO_ERR_NOMEM;
+    snprintf(tmp, len, "%s.tmp", ppath);
+    FILE *f = fopen(tmp, "wb");
+    stetho_status st = f ? STETHO_OK : st_err(STETHO_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+    if (!st) st = write_line(f, tmp, json_incref(header));
+    for (size_t i = 0; !st && i < n; i++)
+        if (items[i].generation) st = append_partial(f, tmp, i, &items[i]);
+    if (!st && rename(tmp, ppath))
+        st = st_err(STETHO_ERR_IO, "cannot rename %s to %s: %s", tmp, ppath, strerror(errno));
+    if (st && f) {
+        fclose(f);
+        remove(tmp);
+        f = NULL;
+    }
+    st_free(tmp);
+    *out = f;
+    return st;
+}
+
 static stetho_status run_task(stetho_model *m, const stetho_tokenizer *tok, const stetho_eval_opts *o, const task *t,
                               const shots *sh, const char *out_dir, const char *timestamp,
-                              const stetho_gen_kwargs *gk, stetho_eval_task_result *res) {
+                              const stetho_gen_kwargs *gk, const char *model_fp, stetho_eval_task_result *res) {
     size_t n = o->limit >= 0 && (size_t)o->limit < t->n ? (size_t)o->limit : t->n;
     item *items = st_calloc(n ? n : 1, sizeof *items);
     size_t *index = st_malloc((n ? n : 1) * sizeof *index);
@@ -394,14 +589,22 @@ static stetho_status run_task(stetho_model *m, const stetho_tokenizer *tok, cons
         if ((st = stetho_tokenizer_encode(tok, text, strlen(text), !o->chat, &items[i].ids, &len))) break;
         items[i].n_ids = (int)len;
     }
-    size_t reused = 0;
-    if (!st) st = load_partial(ppath, items, n, &reused);
-    /* the partial file is rewritten: reused lines first, then new ones */
-    if (!st && !(c.partial = fopen(ppath, "wb"))) st = st_err(STETHO_ERR_IO, "cannot write %s: %s", ppath, strerror(errno));
+    partial_load pl;
+    memset(&pl, 0, sizeof pl);
+    json_t *header = st ? NULL : partial_header(t->name, model_fp, o, gk);
+    if (!st && !header) st = st_err(STETHO_ERR_NOMEM, "out of memory");
+    if (!st) st = load_partial(ppath, header, items, n, &pl);
+    if (!st && pl.discarded)
+        notice(o, t->name, "not resuming from %s: %s; generating every problem afresh", ppath, pl.why);
+    else if (!st && (pl.reused || pl.stale))
+        notice(o, t->name, "resuming from %s: %zu of %zu generations reused%s", ppath, pl.reused, n,
+               pl.stale ? " (lines with other prompts dropped)" : "");
+    if (!st) st = rewrite_partial(ppath, header, items, n, &c.partial);
+    json_decref(header);
     size_t todo = 0;
     for (size_t i = 0; !st && i < n; i++) {
         if (items[i].generation) {
-            if (!(st = append_partial(c.partial, ppath, i, &items[i])) && !(st = grade(&t->docs[i], &items[i]))) {
+            if (!(st = grade(&t->docs[i], &items[i]))) {
                 items[i].done = true;
                 c.done++;
                 c.correct += items[i].correct;
@@ -451,6 +654,8 @@ static stetho_status run_task(stetho_model *m, const stetho_tokenizer *tok, cons
         res->n = n;
         res->n_original = t->n;
         res->n_correct = c.correct;
+        res->n_reused = pl.reused;
+        res->partial_discarded = pl.discarded;
     }
     for (size_t i = 0; items && i < n; i++) item_free(&items[i]);
     st_free(items);
@@ -497,6 +702,8 @@ stetho_status stetho_eval_run(stetho_model *m, const stetho_tokenizer *tok, cons
         if (st == STETHO_ERR_IO && !o->data_dir) st = st_err_context(st, "no --data DIR given and ../shared/data/math");
         goto done;
     }
+    char fp[17];
+    if ((st = model_fingerprint(m, fp))) goto done;
     char ts[64];
     stetho_results_timestamp(ts, sizeof ts);
     static const char *const until[] = {"Problem:"};
@@ -506,7 +713,7 @@ stetho_status stetho_eval_run(stetho_model *m, const stetho_tokenizer *tok, cons
         goto done;
     }
     for (size_t i = 0; i < n && !st; i++) {
-        st = run_task(m, tok, o, &t[i], &sh, output_dir, ts, &gk, &out->tasks[i]);
+        st = run_task(m, tok, o, &t[i], &sh, output_dir, ts, &gk, fp, &out->tasks[i]);
         if (st) st = st_err_context(st, "%s", t[i].name);
         else out->n_tasks++;
     }

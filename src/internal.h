@@ -28,6 +28,9 @@ char *st_strdup(const char *s);
 void st_free(void *p);
 /* Called by every write path: true when an injected write fault fires. */
 bool st_fault_write_fires(void);
+/* What a write(2) of n bytes should be asked to write: n, or less when an
+ * injected short write fires. */
+size_t st_fault_write_len(size_t n);
 
 /* Overflow-checked arithmetic: false on overflow. */
 static inline bool st_mul_size(size_t a, size_t b, size_t *out) {

@@ -72,7 +72,13 @@ static stetho_status parse_text_config(stetho_model_config *c, json_t *tc, const
     if (c->n_heads % c->n_kv_heads)
         return st_err(STETHO_ERR_FORMAT, "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d",
                       label, c->n_heads, c->n_kv_heads);
-    if (!json_pos_int(tc, "max_position_embeddings", &c->max_position)) c->max_position = 0;
+    /* absent: the default of the family's transformers config class, so that a
+     * context limit always applies (and bounds what a forward allocates) */
+    if (!json_pos_int(tc, "max_position_embeddings", &c->max_position))
+        c->max_position = c->family == STETHO_FAMILY_GEMMA3   ? 131072
+                          : c->family == STETHO_FAMILY_GEMMA2 ? 8192
+                          : c->family == STETHO_FAMILY_QWEN2  ? 32768
+                                                              : 2048;
     c->rms_eps = 1e-6;
     json_num(tc, "rms_norm_eps", &c->rms_eps);
 

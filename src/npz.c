@@ -111,6 +111,7 @@ stetho_status stetho_npy_parse(const void *buf, size_t len, const char *label, s
         goto done;
     }
     a->n_elements = n;
+    a->stored = dt;
     a->data = st_malloc((size_t)n * sizeof(float));
     if (!a->data) {
         st = STETHO_ERR_NOMEM;
@@ -172,6 +173,15 @@ stetho_status stetho_npz_load(stetho_npz *z, const char *path) {
         if (nl < 5 || strcmp(zs.name + nl - 4, ".npy") != 0) continue;
         if (zs.size > NPY_MAX_ARRAY_BYTES + (1u << 20)) {
             st = st_err(STETHO_ERR_NOMEM, "%s: entry %s is too large (%llu bytes)", path, zs.name, (unsigned long long)zs.size);
+            break;
+        }
+        /* the declared size must be one the stored bytes can give: deflate
+         * expands at most ~1032:1, a stored entry not at all */
+        uint64_t comp = (zs.valid & ZIP_STAT_COMP_SIZE) ? zs.comp_size : 0;
+        bool stored = (zs.valid & ZIP_STAT_COMP_METHOD) && zs.comp_method == ZIP_CM_STORE;
+        if (!(zs.valid & ZIP_STAT_COMP_SIZE) || (stored ? zs.size != comp : zs.size / 1032 > comp + 1)) {
+            st = st_err(STETHO_ERR_FORMAT, "%s: entry %s declares %llu bytes from %llu compressed: not a real array", path,
+                        zs.name, (unsigned long long)zs.size, (unsigned long long)comp);
             break;
         }
         char label[1024];

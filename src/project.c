@@ -1,6 +1,7 @@
 /* Subspace projection of task vectors onto SAE decoder spans, with energy
  * accounting. */
 #include "stetho/project.h"
+#include "stetho/select.h"
 #include "internal.h"
 
 #include <cblas.h>
@@ -10,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 stetho_status stetho_project_basis(const stetho_sae *sae, const int *features, size_t k, double tol, double **Q_out,
                                    int *rank_out) {
@@ -82,11 +84,29 @@ typedef struct {
     float *Q; /* [d_model, rank] */
 } layer_basis;
 
+static bool same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* Whether path is one of the task vector's own files: the projection streams
+ * from the mapped input, so replacing it would also corrupt what is read. */
+static stetho_status overwrites_input(const stetho_checkpoint *tv, const char *path, bool *hit) {
+    *hit = !tv->dir && same_file(path, tv->path);
+    for (size_t i = 0; tv->dir && i < tv->n_shards && !*hit; i++) {
+        char *shard = st_path_join(tv->dir, tv->shard_names[i]);
+        if (!shard) return STETHO_ERR_NOMEM;
+        *hit = same_file(path, shard);
+        st_free(shard);
+    }
+    return STETHO_OK;
+}
+
 stetho_status stetho_project_taskvec(const stetho_checkpoint *tv, const stetho_sae_entry *saes, size_t n_saes,
                                      const stetho_project_layer *sel, size_t n_sel, const stetho_project_opts *opts,
                                      const char *out_path, stetho_project_report *rep) {
     memset(rep, 0, sizeof *rep);
-    stetho_project_opts o = opts ? *opts : (stetho_project_opts){false, 1e-6};
+    stetho_project_opts o = opts ? *opts : (stetho_project_opts){false, 1e-6, false};
     stetho_status st = STETHO_OK;
     layer_basis *bases = st_calloc(n_sel ? n_sel : 1, sizeof *bases);
     rep->layers = st_calloc(n_sel ? n_sel : 1, sizeof *rep->layers);
@@ -135,6 +155,17 @@ stetho_status stetho_project_taskvec(const stetho_checkpoint *tv, const stetho_s
     if (st) goto done;
 
     if (out_path) {
+        bool hit;
+        struct stat sb;
+        if ((st = overwrites_input(tv, out_path, &hit))) goto done;
+        if (hit) {
+            st = st_err(STETHO_ERR_INVALID, "%s: the output would overwrite the task vector it is projected from", out_path);
+            goto done;
+        }
+        if (!o.force && lstat(out_path, &sb) == 0) {
+            st = st_err(STETHO_ERR_EXISTS, "%s: already exists (use --force to replace it)", out_path);
+            goto done;
+        }
         if ((st = stetho_st_writer_init(&w, out_path))) goto done;
         have_writer = true;
         st = stetho_st_writer_set_meta(&w, "format", "pt");
@@ -307,10 +338,18 @@ static stetho_status take_features(const char *path, int layer, json_t *arr, siz
     return STETHO_OK;
 }
 
-stetho_status stetho_project_layers_from_scores(const char *path, int k, stetho_project_layer **out, size_t *n_out) {
+stetho_status stetho_project_layers_from_scores(const char *path, int k, const stetho_checkpoint *tv,
+                                                stetho_project_layer **out, size_t *n_out) {
     *out = NULL;
     *n_out = 0;
     stetho_status st;
+    if (tv) { /* layer numbers and feature indices only mean something on the diagnosed model */
+        stetho_scores sc;
+        if ((st = stetho_scores_load(&sc, path, NULL))) return st;
+        st = stetho_scores_check_model(&sc, tv);
+        stetho_scores_free(&sc);
+        if (st) return st;
+    }
     json_t *root = st_json_load_object(path, 256u << 20, &st);
     if (!root) return st;
     json_t *layers = json_object_get(root, "layers");

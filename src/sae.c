@@ -242,8 +242,9 @@ static stetho_status load_saelens(stetho_sae *s, const char *dir) {
     if (!meta) meta = json_object_get(cfg, "meta");
     if (!hook && meta) hook = json_str(meta, "hook_name");
     if (hook) snprintf(s->hook, sizeof s->hook, "%s", hook);
-    const char *dt = json_str(cfg, "dtype");
-    snprintf(s->stored_dtype, sizeof s->stored_dtype, "%s", dt ? dt : "float32");
+    /* what the weights are stored as, not what cfg.json says they should run in */
+    const stetho_tensor *w_enc_t = stetho_st_find(src.st, "W_enc");
+    snprintf(s->stored_dtype, sizeof s->stored_dtype, "%s", w_enc_t ? stetho_dtype_name(w_enc_t->dtype) : "F32");
     if ((st = param_dims(&src, "W_enc", &s->d_model, &s->d_sae))) goto done;
     json_t *din = json_object_get(cfg, "d_in"), *dsae = json_object_get(cfg, "d_sae");
     if ((json_is_integer(din) && json_integer_value(din) != s->d_model) ||
@@ -302,8 +303,10 @@ static stetho_status load_gemma_scope(stetho_sae *s, const char *dir, bool v2) {
     const char *enc = v2 ? "w_enc" : "W_enc", *dec = v2 ? "w_dec" : "W_dec";
     s->arch = STETHO_SAE_JUMPRELU;
     s->apply_b_dec_to_input = false; /* Gemma Scope encodes x directly: pre = x W_enc + b_enc */
+    const stetho_npy_array *enc_arr = v2 ? NULL : stetho_npz_find(&z, enc);
+    const stetho_tensor *enc_t = v2 ? stetho_st_find(&f, enc) : NULL;
     snprintf(s->stored_dtype, sizeof s->stored_dtype, "%s",
-             v2 ? stetho_dtype_name(stetho_st_find(&f, enc) ? stetho_st_find(&f, enc)->dtype : STETHO_DTYPE_F32) : "F32");
+             stetho_dtype_name(enc_t ? enc_t->dtype : enc_arr ? enc_arr->stored : STETHO_DTYPE_F32));
     if ((st = param_dims(&src, enc, &s->d_model, &s->d_sae))) goto done;
     uint64_t dm = (uint64_t)s->d_model, ds = (uint64_t)s->d_sae;
     if ((st = load_param(&src, enc, dm, ds, &s->W_enc)) || (st = load_param(&src, dec, ds, dm, &s->W_dec)) ||
@@ -511,23 +514,51 @@ stetho_status stetho_sae_decode(const stetho_sae *s, const float *acts, const fl
 }
 
 static stetho_status write_text_atomic(const char *path, const char *text) {
-    size_t n = strlen(path) + 32;
-    char *tmp = st_malloc(n);
-    if (!tmp) return STETHO_ERR_NOMEM;
-    snprintf(tmp, n, "%s.tmp.%ld", path, (long)getpid());
-    FILE *f = fopen(tmp, "w");
-    stetho_status st = STETHO_OK;
-    if (!f) st = st_err(STETHO_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    else {
-        bool ok = !st_fault_write_fires() && fputs(text, f) >= 0;
-        ok = fclose(f) == 0 && ok;
-        if (!ok || rename(tmp, path) != 0) {
-            st = st_err(STETHO_ERR_IO, "%s: write failed", path);
-            remove(tmp);
+    return stetho_write_file(path, text, strlen(text));
+}
+
+/* A min-heap of the k best (value, index) pairs; "better" = larger value, or
+ * equal value and smaller index, so the order is total and deterministic. */
+static inline bool topk_better(float va, int32_t ia, float vb, int32_t ib) { return va > vb || (va == vb && ia < ib); }
+
+static void topk_sift(float *hv, int32_t *hi, int k, int i) {
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, w = i;
+        if (l < k && topk_better(hv[w], hi[w], hv[l], hi[l])) w = l;
+        if (r < k && topk_better(hv[w], hi[w], hv[r], hi[r])) w = r;
+        if (w == i) return;
+        float tv = hv[i];
+        int32_t ti = hi[i];
+        hv[i] = hv[w], hi[i] = hi[w], hv[w] = tv, hi[w] = ti;
+        i = w;
+    }
+}
+
+stetho_status stetho_sae_top_k(const float *acts, size_t n, int d_sae, int k, int32_t *idx, float *val) {
+    if (!acts || !idx || !val || d_sae <= 0 || k <= 0 || k > d_sae)
+        return st_err(STETHO_ERR_INVALID, "sae top-k: k must be in 1..d_sae (%d), got %d", d_sae, k);
+#pragma omp parallel for schedule(static)
+    for (size_t r = 0; r < n; r++) {
+        const float *a = acts + r * (size_t)d_sae;
+        float *hv = val + r * (size_t)k;
+        int32_t *hi = idx + r * (size_t)k;
+        for (int j = 0; j < k; j++) hv[j] = a[j], hi[j] = j;
+        for (int j = k / 2 - 1; j >= 0; j--) topk_sift(hv, hi, k, j);
+        for (int j = k; j < d_sae; j++)
+            if (topk_better(a[j], j, hv[0], hi[0])) {
+                hv[0] = a[j], hi[0] = j;
+                topk_sift(hv, hi, k, 0);
+            }
+        /* heap sort in place: the root (the worst kept) goes to the back each
+         * time, which leaves the row best first */
+        for (int m = k - 1; m > 0; m--) {
+            float tv = hv[0];
+            int32_t ti = hi[0];
+            hv[0] = hv[m], hi[0] = hi[m], hv[m] = tv, hi[m] = ti;
+            topk_sift(hv, hi, m, 0);
         }
     }
-    st_free(tmp);
-    return st;
+    return STETHO_OK;
 }
 
 stetho_status stetho_sae_save_saelens(const stetho_sae *s, const char *dir, bool overwrite) {

@@ -467,7 +467,7 @@ static stetho_status write_all(stetho_st_writer *w, const void *p, size_t n) {
             errno = ENOSPC;
             k = -1;
         } else {
-            k = write(w->fd, b, n > (1u << 30) ? (1u << 30) : n);
+            k = write(w->fd, b, st_fault_write_len(n > (1u << 30) ? (1u << 30) : n));
         }
         if (k < 0) {
             if (errno == EINTR) continue;

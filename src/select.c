@@ -256,14 +256,31 @@ stetho_status stetho_scores_load(stetho_scores *s, const char *path, const char 
     return st;
 }
 
+/* The residual-stream width: config.json's hidden size, else read off a
+ * decoder matrix (a task vector file carries no config). 0 when unknown. */
+static int residual_width(const stetho_checkpoint *c) {
+    if (c->has_config && c->config.hidden > 0) return c->config.hidden;
+    for (size_t i = 0; i < c->n_tensors; i++) {
+        const stetho_tensor *t = c->tensors[i];
+        stetho_tensor_role r = stetho_arch_classify(t->name);
+        if (r.layer < 0 || r.is_bias || t->ndim != 2) continue;
+        if (r.module == STETHO_MOD_ATTN_O || r.module == STETHO_MOD_MLP_DOWN) return (int)t->shape[0];
+        if (r.module == STETHO_MOD_ATTN_Q || r.module == STETHO_MOD_ATTN_K || r.module == STETHO_MOD_ATTN_V ||
+            r.module == STETHO_MOD_MLP_GATE || r.module == STETHO_MOD_MLP_UP)
+            return (int)t->shape[1];
+    }
+    return 0;
+}
+
 stetho_status stetho_scores_check_model(const stetho_scores *s, const stetho_checkpoint *base) {
     int n = stetho_checkpoint_n_layers(base);
     if (s->n_layers != n)
         return st_err(STETHO_ERR_MISMATCH, "%s was computed on a model with %d layers (%s), but %s has %d: scores for another model?",
                       s->path, s->n_layers, s->model[0] ? s->model : "?", base->path, n);
-    if (s->d_model > 0 && base->has_config && base->config.hidden > 0 && base->config.hidden != s->d_model)
+    int width = residual_width(base);
+    if (s->d_model > 0 && width > 0 && width != s->d_model)
         return st_err(STETHO_ERR_MISMATCH, "%s was computed on a model with hidden size %d, but %s has %d: scores for another model?",
-                      s->path, s->d_model, base->path, base->config.hidden);
+                      s->path, s->d_model, base->path, width);
     return STETHO_OK;
 }
 

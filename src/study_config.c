@@ -1,6 +1,7 @@
 /* Study configuration: YAML (libfyaml) -> stetho_study_config, with every key
  * checked against the schema so a typo is an error that names it. */
 #include "stetho/study.h"
+#include "stetho/diagnose.h"
 #include "internal.h"
 
 #include <errno.h>
@@ -164,11 +165,28 @@ static stetho_status k_prompts(ctx *x, const char *k, struct fy_node *v, const c
     return STETHO_ERR_NOTFOUND;
 }
 
+/* A number that must be > 0 (diagnose's ratio threshold and pseudo-count). */
+static stetho_status get_positive(ctx *x, struct fy_node *n, const char *path, double *out) {
+    double v;
+    stetho_status st = get_double(x, n, path, &v);
+    if (st) return st;
+    if (!(v > 0)) return st_err(STETHO_ERR_FORMAT, "%s: '%s' must be a number > 0", x->label, path);
+    *out = v;
+    return STETHO_OK;
+}
+
+/* The settings of `stetho diagnose`, under the same names as its options. */
 static stetho_status k_diagnose(ctx *x, const char *k, struct fy_node *v, const char *path) {
-    if (!strcmp(k, "metric")) return get_string(x, v, path, false, &x->c->metric);
-    if (!strcmp(k, "max_tokens")) return get_int(x, v, path, 0, 1 << 24, &x->c->diagnose_max_tokens);
-    if (!strcmp(k, "top_features")) return get_int(x, v, path, 1, 1 << 20, &x->c->top_features);
-    if (!strcmp(k, "limit")) return get_int(x, v, path, 0, 1 << 30, &x->c->diagnose_limit);
+    stetho_study_config *c = x->c;
+    if (!strcmp(k, "metric")) return get_string(x, v, path, false, &c->metric);
+    if (!strcmp(k, "max_tokens")) return get_int(x, v, path, 0, 1 << 24, &c->diagnose_max_tokens);
+    if (!strcmp(k, "top_features")) return get_int(x, v, path, 1, 1 << 20, &c->top_features);
+    if (!strcmp(k, "limit")) return get_int(x, v, path, 0, 1 << 30, &c->diagnose_limit);
+    if (!strcmp(k, "k")) return get_int(x, v, path, 1, 1 << 20, &c->diagnose_k);
+    if (!strcmp(k, "ratio")) return get_positive(x, v, path, &c->diagnose_ratio);
+    if (!strcmp(k, "smoothing")) return get_positive(x, v, path, &c->diagnose_smoothing);
+    if (!strcmp(k, "probe_folds")) return get_int(x, v, path, 2, 1000, &c->diagnose_probe_folds);
+    if (!strcmp(k, "field")) return get_string(x, v, path, false, &c->diagnose_field);
     return STETHO_ERR_NOTFOUND;
 }
 
@@ -283,7 +301,9 @@ static stetho_status k_top(ctx *x, const char *k, struct fy_node *v, const char 
     if (!strcmp(k, "models")) return each_key(x, v, path, k_models, "base, finetuned, task_vector");
     if (!strcmp(k, "sae_dir")) return get_string(x, v, path, true, &x->c->sae_dir);
     if (!strcmp(k, "prompts")) return each_key(x, v, path, k_prompts, "domain, general");
-    if (!strcmp(k, "diagnose")) return each_key(x, v, path, k_diagnose, "metric, max_tokens, top_features, limit");
+    if (!strcmp(k, "diagnose"))
+        return each_key(x, v, path, k_diagnose,
+                        "metric, max_tokens, top_features, limit, k, ratio, smoothing, probe_folds, field");
     if (!strcmp(k, "edit")) return each_key(x, v, path, k_edit, "modules, alpha");
     if (!strcmp(k, "variants"))
         return each_key(x, v, path, k_variants, "base, finetuned, stethoscope, scalpel, controls, ablation");
@@ -291,14 +311,16 @@ static stetho_status k_top(ctx *x, const char *k, struct fy_node *v, const char 
         return each_key(x, v, path, k_eval, "tasks, limit, num_fewshot, max_gen_toks, batch_size, chat, data");
     if (!strcmp(k, "perplexity")) return each_key(x, v, path, k_perplexity, "input, max_tokens");
     if (!strcmp(k, "threads")) return get_int(x, v, path, 1, 1024, &x->c->threads);
-    if (k[0] == '.' || k[0] == '_') return STETHO_OK; /* anchors-only sections such as ".defaults" */
+    /* anchors-only sections such as ".defaults": holders of YAML anchors, never
+     * read themselves (docs/study.md says so, since a typo there goes unnoticed) */
+    if (k[0] == '.' || k[0] == '_') return STETHO_OK;
     return STETHO_ERR_NOTFOUND;
 }
 
 void stetho_study_config_free(stetho_study_config *c) {
     char **strs[] = {&c->path, &c->base_model, &c->finetuned_model, &c->task_vector, &c->sae_dir,
-                     &c->domain_prompts, &c->general_prompts, &c->metric, &c->modules, &c->tasks,
-                     &c->data_dir, &c->perplexity_input};
+                     &c->domain_prompts, &c->general_prompts, &c->metric, &c->diagnose_field, &c->modules,
+                     &c->tasks, &c->data_dir, &c->perplexity_input};
     for (size_t i = 0; i < ST_ARRAY_LEN(strs); i++) st_free(*strs[i]);
     st_free(c->alpha);
     st_free(c->top_k);
@@ -310,7 +332,7 @@ static stetho_status set_defaults(stetho_study_config *c) {
     memset(c, 0, sizeof *c);
     c->v_base = c->v_finetuned = true;
     c->c_norm = c->c_bottom = c->c_all_layers = true;
-    c->top_features = 32;
+    c->top_features = 0; /* diagnose's default: 32, capped at a narrower SAE */
     c->scalpel_features = 8;
     c->num_fewshot = 4;
     c->max_gen_toks = 256;
@@ -406,6 +428,10 @@ stetho_status stetho_study_config_load(stetho_study_config *c, const char *path)
     return st;
 }
 
+int stetho_study_top_features(const stetho_study_config *c) {
+    return c->top_features > 0 ? c->top_features : STETHO_DIAG_DEFAULT_TOP_FEATURES;
+}
+
 stetho_status stetho_study_config_json(const stetho_study_config *c, char **out) {
     json_t *o = json_object();
 #define STR(k, v) json_object_set_new(o, k, (v) ? json_string(v) : json_null())
@@ -429,8 +455,15 @@ stetho_status stetho_study_config_json(const stetho_study_config *c, char **out)
     json_object_set_new(o, "top_k", k);
     json_object_set_new(o, "random_seeds", s);
     json_object_set_new(o, "diagnose_max_tokens", json_integer(c->diagnose_max_tokens));
-    json_object_set_new(o, "top_features", json_integer(c->top_features));
+    json_object_set_new(o, "top_features", json_integer(stetho_study_top_features(c)));
     json_object_set_new(o, "diagnose_limit", json_integer(c->diagnose_limit));
+    /* diagnose settings added later appear only when set, so that the config.json
+     * of a run made before them stays identical and the run is not refused */
+    if (c->diagnose_k) json_object_set_new(o, "diagnose_k", json_integer(c->diagnose_k));
+    if (c->diagnose_ratio > 0) json_object_set_new(o, "diagnose_ratio", json_real(c->diagnose_ratio));
+    if (c->diagnose_smoothing > 0) json_object_set_new(o, "diagnose_smoothing", json_real(c->diagnose_smoothing));
+    if (c->diagnose_probe_folds) json_object_set_new(o, "diagnose_probe_folds", json_integer(c->diagnose_probe_folds));
+    if (c->diagnose_field) json_object_set_new(o, "diagnose_field", json_string(c->diagnose_field));
     json_object_set_new(o, "scalpel_features", json_integer(c->scalpel_features));
     json_object_set_new(o, "variants", json_pack("{s:b, s:b, s:b, s:b, s:b, s:b, s:b}", "base", c->v_base, "finetuned",
                                                  c->v_finetuned, "norm", c->c_norm, "bottom", c->c_bottom, "all_layers",

@@ -404,10 +404,11 @@ static stetho_status step_scalpel(runner *r) {
     stetho_project_report rep;
     memset(&rep, 0, sizeof rep);
     char *json = NULL;
-    if (!(st = stetho_project_layers_from_scores(r->scores_path, c->scalpel_features, &layers, &n_layers)) &&
-        !(st = stetho_sae_scan(c->sae_dir, &saes, &n_saes)) && !(st = stetho_checkpoint_open(&tv, r->tv_path))) {
-        tv_open = true;
-        stetho_project_opts po = {.keep_other = false, .rank_tol = 1e-6};
+    if (!(st = stetho_checkpoint_open(&tv, r->tv_path))) tv_open = true;
+    if (!st && !(st = stetho_project_layers_from_scores(r->scores_path, c->scalpel_features, &tv, &layers, &n_layers)) &&
+        !(st = stetho_sae_scan(c->sae_dir, &saes, &n_saes))) {
+        /* force: a stale projection of an earlier run is this step's to replace */
+        stetho_project_opts po = {.keep_other = false, .rank_tol = 1e-6, .force = true};
         if (!(st = stetho_project_taskvec(&tv, saes, n_saes, layers, n_layers, &po, r->scalpel_tv, &rep)) &&
             !(st = stetho_project_report_json(&rep, &json)))
             st = write_text(r->projection_json, json);
@@ -461,10 +462,10 @@ static stetho_status check_config(runner *r) {
         if (c->top_k[i] > r->n_layers)
             return st_err(STETHO_ERR_INVALID, "%s: top_k %d exceeds the model's %d layers", c->path, c->top_k[i],
                           r->n_layers);
-    if (c->scalpel_features > c->top_features)
+    if (c->scalpel_features > stetho_study_top_features(c))
         return st_err(STETHO_ERR_INVALID,
                       "%s: scalpel.features %d exceeds diagnose.top_features %d (the features the scores list per layer)",
-                      c->path, c->scalpel_features, c->top_features);
+                      c->path, c->scalpel_features, stetho_study_top_features(c));
     if (c->scalpel_features > r->d_model)
         return st_err(STETHO_ERR_INVALID, "%s: scalpel.features %d exceeds d_model %d", c->path, c->scalpel_features,
                       r->d_model);
@@ -519,7 +520,12 @@ static stetho_status plan_variants(runner *r) {
                 v->alpha = a;
             }
         }
-        if (c->c_all_layers) {
+        /* the ablation runs at the first alpha only (an ablation per alpha would
+         * multiply its 2L evaluations); leave-one-out is measured against tau in
+         * all layers at that alpha, so that reference is built even when the
+         * control is off */
+        bool ablate = ai == 0 && (c->ablation_single || c->ablation_leave_one_out);
+        if (c->c_all_layers || (ablate && c->ablation_leave_one_out)) {
             snprintf(name, sizeof name, "all_layers%s", sfx);
             variant *v = add_variant(r, name, "all", "all layers (no embeddings)");
             if (!v) return STETHO_ERR_NOMEM;
@@ -537,7 +543,7 @@ static stetho_status plan_variants(runner *r) {
             v->k = L;
             v->alpha = a;
         }
-        for (int l = 0; l < L && (c->ablation_single || c->ablation_leave_one_out); l++) {
+        for (int l = 0; l < L && ablate; l++) {
             for (int loo = 0; loo < 2; loo++) {
                 if (loo ? !c->ablation_leave_one_out : !c->ablation_single) continue;
                 snprintf(name, sizeof name, "%s_l%d%s", loo ? "leave_one_out" : "single", l, sfx);
@@ -772,10 +778,13 @@ static double group_acc(json_t *vj, const char *group) {
 }
 
 /* Measured importance of each layer from the ablations, and the Spearman
- * correlation of every specificity metric with it. */
+ * correlation of every specificity metric with it. Every term is taken at the
+ * ablation's alpha (the first one): the leave-one-out variants against the
+ * all-layers variant of that alpha, never the fine-tune, whose tau also
+ * reaches the embeddings and the final norm. */
 static json_t *ablation_json(runner *r, json_t *variants, json_t *spec, const char *group) {
     int L = r->n_layers;
-    double base = NAN, all = NAN;
+    double alpha = r->c->alpha[0], base = NAN, all = NAN;
     double *single = st_malloc((size_t)L * sizeof *single), *loo = st_malloc((size_t)L * sizeof *loo);
     double *imp = st_malloc((size_t)L * sizeof *imp);
     if (!single || !loo || !imp) {
@@ -794,8 +803,12 @@ static json_t *ablation_json(runner *r, json_t *variants, json_t *spec, const ch
         int layer = json_is_object(sel) && json_is_integer(json_object_get(sel, "layer"))
                         ? (int)json_integer_value(json_object_get(sel, "layer")) : -1;
         double acc = group_acc(v, group);
-        if (!strcmp(kind, "base")) base = acc;
-        else if (!strcmp(kind, "finetuned") || !strcmp(kind, "all")) { if (!isfinite(all) || !strcmp(kind, "all")) all = acc; }
+        if (!strcmp(kind, "base")) {
+            base = acc;
+            continue;
+        }
+        if (json_number_value(json_object_get(v, "alpha")) != alpha) continue;
+        if (!strcmp(kind, "all")) all = acc;
         else if (!strcmp(kind, "single") && layer >= 0 && layer < L) single[layer] = acc, any = true;
         else if (!strcmp(kind, "leave_one_out") && layer >= 0 && layer < L) loo[layer] = acc, any = true;
     }
@@ -811,10 +824,11 @@ static json_t *ablation_json(runner *r, json_t *variants, json_t *spec, const ch
             json_array_append_new(rows, json_pack("{s:i, s:o, s:o, s:o}", "layer", l, "single", num_or_null(single[l]),
                                                   "leave_one_out", num_or_null(loo[l]), "importance", num_or_null(imp[l])));
         }
+        json_object_set_new(out, "alpha", json_real(alpha));
         json_object_set_new(out, "layers", rows);
         json_object_set_new(out, "importance_definition",
-                            json_string("mean of (acc(tau in layer L only) - acc(base)) and (acc(tau in all layers) - "
-                                        "acc(tau in all but L)), on the group; whichever is measured"));
+                            json_string("mean of (acc(alpha tau in layer L only) - acc(base)) and (acc(alpha tau in all "
+                                        "layers) - acc(alpha tau in all but L)), on the group; whichever is measured"));
         json_t *corr = json_array(), *m;
         json_array_foreach(json_object_get(spec, "metrics"), i, m) {
             const char *metric = json_string_value(m);
@@ -876,11 +890,24 @@ static stetho_status step_diagnose(runner *r) {
     o.max_tokens = c->diagnose_max_tokens;
     o.top_features = c->top_features;
     o.limit = (size_t)c->diagnose_limit;
+    o.k = c->diagnose_k;
+    if (c->diagnose_ratio > 0) o.ratio = c->diagnose_ratio;
+    if (c->diagnose_smoothing > 0) o.smoothing = c->diagnose_smoothing;
+    if (c->diagnose_probe_folds) o.probe_folds = c->diagnose_probe_folds;
+    o.field = c->diagnose_field;
     char settings[160];
     snprintf(settings, sizeof settings, "diagnose v1 metric=%d max_tokens=%d top=%d limit=%d", (int)o.metric,
-             o.max_tokens, o.top_features, c->diagnose_limit);
-    uint64_t key = ident(ident(ident(ident(key_str(0, settings), c->base_model), c->sae_dir), c->domain_prompts),
-                         c->general_prompts);
+             o.max_tokens, stetho_study_top_features(c), c->diagnose_limit);
+    uint64_t key = key_str(0, settings);
+    /* settings added later enter the key only when set, so a run made before
+     * them keeps its diagnosis */
+    if (c->diagnose_k || c->diagnose_ratio > 0 || c->diagnose_smoothing > 0 || c->diagnose_probe_folds) {
+        snprintf(settings, sizeof settings, "k=%d ratio=%.17g smoothing=%.17g folds=%d", o.k, o.ratio, o.smoothing,
+                 o.probe_folds);
+        key = key_str(key, settings);
+    }
+    if (c->diagnose_field) key = key_str(key_str(key, "field"), c->diagnose_field);
+    key = ident(ident(ident(ident(key, c->base_model), c->sae_dir), c->domain_prompts), c->general_prompts);
     const char *outs[] = {r->scores_path};
     if (step_fresh(r, "diagnose", key, outs, 1)) {
         progress(r, "diagnose", "up to date");

@@ -362,7 +362,7 @@ static stetho_status copy_file(const char *src, const char *dst) {
         }
         if (k == 0) break;
         for (ssize_t off = 0; off < k;) {
-            ssize_t m = st_fault_write_fires() ? (errno = ENOSPC, -1) : write(out, buf + off, (size_t)(k - off));
+            ssize_t m = st_fault_write_fires() ? (errno = ENOSPC, -1) : write(out, buf + off, st_fault_write_len((size_t)(k - off)));
             if (m < 0 && errno == EINTR) continue;
             if (m <= 0) {
                 st = st_err(STETHO_ERR_IO, "%s: write failed: %s", dst, m < 0 ? strerror(errno) : "no progress");
@@ -452,8 +452,12 @@ static stetho_status write_index(const char *dir, const edit_item *items, size_t
         size_t len = strlen(text);
         if (fd < 0) st = st_err(STETHO_ERR_IO, "%s: cannot create: %s", path, strerror(errno));
         else {
-            ssize_t k = st_fault_write_fires() ? (errno = ENOSPC, -1) : write(fd, text, len);
-            if (k != (ssize_t)len) st = st_err(STETHO_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+            for (size_t off = 0; off < len && !st;) {
+                ssize_t k = st_fault_write_fires() ? (errno = ENOSPC, -1) : write(fd, text + off, st_fault_write_len(len - off));
+                if (k < 0 && errno == EINTR) continue;
+                if (k <= 0) st = st_err(STETHO_ERR_IO, "%s: write failed: %s", path, k < 0 ? strerror(errno) : "no progress");
+                else off += (size_t)k;
+            }
             if (close(fd) != 0 && !st) st = st_err(STETHO_ERR_IO, "%s: close failed: %s", path, strerror(errno));
         }
     }

@@ -693,11 +693,26 @@ static char *map_file(const char *path, size_t *n) {
     return p;
 }
 
+/* The largest tokenizer.json on the Hub is tens of MB (Gemma 3's: 33 MB); a
+ * file past this is refused before it is parsed. */
+#define TOKENIZER_MAX_BYTES ((size_t)512 << 20)
+#define TOKENIZER_CONFIG_MAX_BYTES ((size_t)64 << 20)
+
+static stetho_status check_size(const char *file, size_t max) {
+    struct stat sb;
+    if (stat(file, &sb) == 0 && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size > max)
+        return st_err(STETHO_ERR_FORMAT, "%s: %llu bytes is more than a tokenizer file can need (limit %zu MB)", file,
+                      (unsigned long long)sb.st_size, max >> 20);
+    return STETHO_OK;
+}
+
 static stetho_status load_json(const char *file, bool fast, json_t **root, char **raw, size_t *raw_len,
                                size_t spans[2][2]) {
     json_error_t jerr;
     *root = NULL;
     *raw = NULL;
+    stetho_status lim = check_size(file, TOKENIZER_MAX_BYTES);
+    if (lim) return lim;
     if (fast) {
         size_t n = 0;
         char *text = map_file(file, &n);
@@ -822,6 +837,7 @@ static stetho_status load_impl(stetho_tokenizer *tok, const char *path, bool fas
     tok->unk_id = t->unk_id = unk;
 
     /* special ids: tokenizer_config.json when present, else the template's first special token */
+    if ((st = check_size(cfgpath.data, TOKENIZER_CONFIG_MAX_BYTES))) goto done;
     cfg = json_load_file(cfgpath.data, 0, &jerr);
     if (cfg) {
         tok->bos_id = config_token_id(tok, cfg, "bos_token");

@@ -40,7 +40,8 @@ void stetho_toy_opts_default(stetho_toy_opts *o, bool quick) {
     o->save_dtype = STETHO_DTYPE_BF16;
     /* base: general text with every subject (issue 7: the base must already
      * solve a fair share); ft: short, gentle, with replay */
-    o->base = (stetho_toy_phase){.tokens = 10000000, .math_frac = 0.75, .drill_frac = 0.25, .lr = 2e-3, .min_lr = 2e-4,
+    o->base = (stetho_toy_phase){.tokens = 10000000, .math_frac = 0.75, .drill_frac = 0.25, .bare_templates = 0.6,
+                                 .bare_share = 0.75, .lr = 2e-3, .min_lr = 2e-4,
                                  .warmup_frac = 0.03, .weight_decay = 0.1};
     o->ft = (stetho_toy_phase){.tokens = 2000000, .math_frac = 0.75, .drill_frac = 0, .lr = 5e-4, .min_lr = 5e-5,
                                .warmup_frac = 0.05, .weight_decay = 0.0, .freeze_embed_final_norm = true};
@@ -129,8 +130,25 @@ static stetho_status tokenize_docs(const stetho_tokenizer *tok, const stetho_toy
     return STETHO_OK;
 }
 
-/* Math train problems rendered as the model will see them at evaluation. */
-static stetho_status load_math(const char *path, stetho_toy_docs *docs) {
+/* Math problems rendered as the model will see them at evaluation. kind
+ * (optional) receives each problem's template as subject * 8 + template index,
+ * or -1 when the file names none (a MATH file from elsewhere). */
+typedef struct {
+    int *v;
+    size_t n, cap;
+} kinds;
+
+static int template_kind(const char *subject, const char *tmpl) {
+    if (!subject || !tmpl) return -1;
+    for (int s = 0; s < STETHO_TOY_N_SUBJECTS; s++) {
+        if (strcmp(subject, stetho_toy_subject_name(s))) continue;
+        for (int t = 0; t < toy_n_templates(s); t++)
+            if (!strcmp(tmpl, toy_template_name(s, t))) return s * 8 + t;
+    }
+    return -1;
+}
+
+static stetho_status load_math(const char *path, stetho_toy_docs *docs, kinds *kind) {
     stetho_jsonl_reader r;
     stetho_status st = stetho_jsonl_open(&r, path);
     if (st) return st;
@@ -142,6 +160,20 @@ static stetho_status load_math(const char *path, stetho_toy_docs *docs) {
             st = st_err(STETHO_ERR_FORMAT, "%s:%zu: needs string fields problem and solution", path, r.line_no);
             break;
         }
+        if (kind) {
+            if (kind->n == kind->cap) {
+                size_t cap = kind->cap ? 2 * kind->cap : 1024;
+                int *v = st_realloc(kind->v, cap * sizeof *v);
+                if (!v) {
+                    st = st_err(STETHO_ERR_NOMEM, "toy: out of memory");
+                    break;
+                }
+                kind->v = v;
+                kind->cap = cap;
+            }
+            kind->v[kind->n++] = template_kind(json_string_value(json_object_get(r.obj, "subject")),
+                                               json_string_value(json_object_get(r.obj, "template")));
+        }
         char *text = NULL;
         if ((st = stetho_toy_render(p, s, &text))) break;
         st = stetho_toy_docs_add(docs, text, strlen(text), true);
@@ -152,21 +184,99 @@ static stetho_status load_math(const char *path, stetho_toy_docs *docs) {
     return st;
 }
 
-/* A phase's math pool: every training problem, plus arithmetic drills to make
- * up drill_frac of the pool's bytes. */
-static stetho_status math_pool(const stetho_toy_docs *problems, double drill_frac, uint64_t seed,
-                               stetho_toy_docs *pool, size_t *n_drills) {
+static uint64_t mix64(uint64_t h) {
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebULL;
+    return h ^ (h >> 31);
+}
+
+static uint64_t hash_bytes(const char *s, size_t n, uint64_t seed) {
+    uint64_t h = 1469598103934665603ULL ^ seed;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
+    return mix64(h);
+}
+
+/* The templates whose problems a phase mostly shows as answer keys: in each
+ * subject the round(frac * n) templates that a seeded hash ranks first. */
+static void bare_choose(double frac, uint64_t seed, bool bare[STETHO_TOY_N_SUBJECTS][8]) {
+    memset(bare, 0, sizeof(bool) * STETHO_TOY_N_SUBJECTS * 8);
+    for (int s = 0; s < STETHO_TOY_N_SUBJECTS; s++) {
+        int nt = toy_n_templates(s), want = (int)lround(frac * nt);
+        uint64_t rank[8];
+        for (int t = 0; t < nt; t++) rank[t] = mix64(seed * 0x9E3779B97F4A7C15ULL + (uint64_t)(s * 8 + t) + 1);
+        for (int k = 0; k < want; k++) {
+            int best = -1;
+            for (int t = 0; t < nt; t++)
+                if (!bare[s][t] && (best < 0 || rank[t] < rank[best])) best = t;
+            bare[s][best] = true;
+        }
+    }
+}
+
+/* A rendered problem as its answer key: the worked steps before "Therefore
+ * the answer is" are dropped, so "...Solution: <steps> Therefore the answer is
+ * $\boxed{X}$.\nFinal Answer: ..." becomes "...Solution: The answer is
+ * $\boxed{X}$.\nFinal Answer: ...". NULL (no error) when the document does
+ * not have that shape. */
+static char *render_bare(const char *doc) {
+    static const char sol[] = "\n\nSolution: ", ther[] = "Therefore the answer is ";
+    const char *a = strstr(doc, sol), *b = NULL;
+    if (!a) return NULL;
+    for (const char *q = strstr(a, ther); q; q = strstr(q + 1, ther)) b = q;
+    if (!b) return NULL;
+    size_t head = (size_t)(a - doc) + sizeof sol - 1, tail = strlen(b + sizeof ther - 1);
+    char *out = st_malloc(head + 14 + tail + 1);
+    if (!out) return NULL;
+    memcpy(out, doc, head);
+    memcpy(out + head, "The answer is ", 14);
+    memcpy(out + head + 14, b + sizeof ther - 1, tail + 1);
+    return out;
+}
+
+/* A phase's math pool: every training problem (as its answer key where the
+ * phase asks for bare answers), plus arithmetic drills to make up drill_frac
+ * of the pool's bytes. */
+static stetho_status math_pool(const stetho_toy_docs *problems, const kinds *kind, const stetho_toy_phase *ph,
+                               uint64_t seed, stetho_toy_docs *pool, size_t *n_drills, size_t *n_bare) {
     stetho_status st = STETHO_OK;
+    bool bare[STETHO_TOY_N_SUBJECTS][8];
+    bare_choose(ph->bare_templates, seed, bare);
     size_t bytes = 0;
+    *n_bare = 0;
     for (size_t i = 0; i < problems->n && !st; i++) {
-        st = stetho_toy_docs_add(pool, problems->text[i], problems->len[i], true);
-        bytes += problems->len[i];
+        int k = kind && i < kind->n ? kind->v[i] : -1;
+        char *key = NULL;
+        if (k >= 0 && bare[k / 8][k % 8] && ph->bare_share > 0 &&
+            (double)(hash_bytes(problems->text[i], problems->len[i], seed) % 1000000) < ph->bare_share * 1e6) {
+            if (!(key = render_bare(problems->text[i])))
+                st = st_err(STETHO_ERR_FORMAT, "toy: training problem %zu has no 'Therefore the answer is' to cut at", i);
+        }
+        if (!st) st = stetho_toy_docs_add(pool, key ? key : problems->text[i], key ? strlen(key) : problems->len[i], true);
+        if (key) ++*n_bare;
+        bytes += pool->len[pool->n - 1];
+        st_free(key);
     }
     size_t before = pool->n;
-    if (!st && drill_frac > 0 && drill_frac < 1)
-        st = stetho_toy_drills_generate((size_t)((double)bytes * drill_frac / (1 - drill_frac)), seed, pool);
+    if (!st && ph->drill_frac > 0 && ph->drill_frac < 1)
+        st = stetho_toy_drills_generate((size_t)((double)bytes * ph->drill_frac / (1 - ph->drill_frac)), seed, pool);
     *n_drills = pool->n - before;
     return st;
+}
+
+/* The "subject/template" names a phase shows mostly as answer keys. */
+static json_t *bare_names(const stetho_toy_phase *ph, uint64_t seed) {
+    json_t *a = json_array();
+    if (ph->bare_share <= 0) return a;
+    bool bare[STETHO_TOY_N_SUBJECTS][8];
+    bare_choose(ph->bare_templates, seed, bare);
+    for (int s = 0; s < STETHO_TOY_N_SUBJECTS; s++)
+        for (int t = 0; t < toy_n_templates(s); t++)
+            if (bare[s][t]) {
+                char name[96];
+                snprintf(name, sizeof name, "%s/%s", stetho_toy_subject_name(s), toy_template_name(s, t));
+                json_array_append_new(a, json_string(name));
+            }
+    return a;
 }
 
 /* ------------------------------------------------------------ training */
@@ -362,6 +472,9 @@ static stetho_status run_phase(builder *bd, stetho_train_model *m, const char *n
         json_object_set_new(report, "tokens", json_integer(steps * per_step));
         json_object_set_new(report, "math_frac", json_real(ph->math_frac));
         json_object_set_new(report, "drill_frac", json_real(ph->drill_frac));
+        json_object_set_new(report, "bare_templates", json_real(ph->bare_templates));
+        json_object_set_new(report, "bare_share", json_real(ph->bare_share));
+        json_object_set_new(report, "bare_template_names", bare_names(ph, !strcmp(name, "base") ? o->seed : o->seed + 1));
         json_object_set_new(report, "lr", json_real(ph->lr));
         json_object_set_new(report, "min_lr", json_real(ph->min_lr));
         json_object_set_new(report, "warmup_steps", json_integer(opt.warmup_steps));
@@ -486,6 +599,7 @@ stetho_status stetho_toy_build(const char *out_dir, const stetho_toy_opts *o) {
     stetho_tokenizer tok = {0};
     bool tok_loaded = false;
     stetho_toy_docs general = {0}, heldout = {0}, prompts = {0}, math = {0}, mtest = {0}, mix = {0}, pool = {0};
+    kinds math_kind = {0};
     tokens s_base = {0}, s_ft = {0}, s_hm = {0}, s_hg = {0};
     stetho_train_model m;
     bool model_init = false;
@@ -553,21 +667,21 @@ stetho_status stetho_toy_build(const char *out_dir, const stetho_toy_opts *o) {
             goto done;
         }
     }
-    if ((st = load_math(p_train, &math)) || (st = load_math(p_test, &mtest))) goto done;
+    if ((st = load_math(p_train, &math, &math_kind)) || (st = load_math(p_test, &mtest, NULL))) goto done;
     say(&bd, "data", "%zu math train problems, %zu general documents (+%zu held out), vocabulary %d", math.n, general.n,
         heldout.n, tok.vocab_size);
 
     /* streams */
     double bpt = rep.bytes_per_token > 0 ? rep.bytes_per_token : 3.0;
-    size_t drills_base = 0, drills_ft = 0;
-    if ((st = math_pool(&math, o->base.drill_frac, o->seed, &pool, &drills_base)) ||
+    size_t drills_base = 0, drills_ft = 0, bare_base = 0, bare_ft = 0;
+    if ((st = math_pool(&math, &math_kind, &o->base, o->seed, &pool, &drills_base, &bare_base)) ||
         (st = stetho_toy_mix(&general, &pool, o->base.math_frac, (size_t)((double)o->base.tokens * bpt * 1.05),
                              o->seed, &mix)) ||
         (st = tokenize_docs(&tok, &mix, &s_base)))
         goto done;
     stetho_toy_docs_free(&mix);
     stetho_toy_docs_free(&pool);
-    if ((st = math_pool(&math, o->ft.drill_frac, o->seed + 1, &pool, &drills_ft)) ||
+    if ((st = math_pool(&math, &math_kind, &o->ft, o->seed + 1, &pool, &drills_ft, &bare_ft)) ||
         (st = stetho_toy_mix(&general, &pool, o->ft.math_frac, (size_t)((double)o->ft.tokens * bpt * 1.05),
                              o->seed + 1, &mix)) ||
         (st = tokenize_docs(&tok, &mix, &s_ft)) || (st = tokenize_docs(&tok, &mtest, &s_hm)) ||
@@ -577,6 +691,9 @@ stetho_status stetho_toy_build(const char *out_dir, const stetho_toy_opts *o) {
     stetho_toy_docs_free(&pool);
     say(&bd, "data", "streams: base %zu tokens, fine-tune %zu tokens; arithmetic drill documents: base %zu, fine-tune %zu",
         s_base.n, s_ft.n, drills_base, drills_ft);
+    if (bare_base || bare_ft)
+        say(&bd, "data", "answer keys (problems shown with their answer only): base %zu, fine-tune %zu of %zu", bare_base,
+            bare_ft, math.n);
 
     stetho_train_config cfg = o->model;
     cfg.vocab = tok.vocab_size;
@@ -637,6 +754,7 @@ done:
     stetho_toy_docs_free(&heldout);
     stetho_toy_docs_free(&prompts);
     stetho_toy_docs_free(&math);
+    st_free(math_kind.v);
     stetho_toy_docs_free(&mtest);
     stetho_toy_docs_free(&mix);
     stetho_toy_docs_free(&pool);

@@ -56,22 +56,17 @@ static stetho_status lines_read(const char *path, lines *out) {
     return st;
 }
 
-/* Write objects to path through a temporary name. */
+/* Write objects to path, one per line, through a temporary name. */
 static stetho_status write_lines(const char *path, json_t *const *obj, size_t n) {
-    char *tmp = st_malloc(strlen(path) + 5);
-    if (!tmp) return STETHO_ERR_NOMEM;
-    sprintf(tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    stetho_status st = f ? STETHO_OK : st_err(STETHO_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
-    for (size_t i = 0; i < n && !st; i++) {
+    st_buf b;
+    st_buf_init(&b);
+    for (size_t i = 0; i < n && !b.failed; i++) {
         char *s = json_dumps(obj[i], JSON_COMPACT | JSON_ENSURE_ASCII | JSON_PRESERVE_ORDER);
-        if (!s || fprintf(f, "%s\n", s) < 0) st = st_err(STETHO_ERR_IO, "cannot write %s", tmp);
+        if (!s || !st_buf_append(&b, s, strlen(s)) || !st_buf_append(&b, "\n", 1)) b.failed = true;
         free(s);
     }
-    if (f && fclose(f) && !st) st = st_err(STETHO_ERR_IO, "cannot write %s", tmp);
-    if (!st && rename(tmp, path)) st = st_err(STETHO_ERR_IO, "cannot rename %s: %s", tmp, strerror(errno));
-    if (st) remove(tmp);
-    st_free(tmp);
+    stetho_status st = b.failed ? st_err(STETHO_ERR_NOMEM, "%s: out of memory", path) : stetho_write_file(path, b.data, b.len);
+    st_buf_free(&b);
     return st;
 }
 
@@ -215,11 +210,9 @@ stetho_status stetho_toy_saes(const char *world, const stetho_toy_opts *o) {
         }
     }
     if (!st) {
-        char *tmp = join(world, "saes/.train_report.json.tmp");
-        if (!tmp) st = STETHO_ERR_NOMEM;
-        else if (json_dump_file(report, tmp, JSON_INDENT(1) | JSON_PRESERVE_ORDER) || rename(tmp, report_path))
-            st = st_err(STETHO_ERR_IO, "cannot write %s", report_path);
-        st_free(tmp);
+        char *text = json_dumps(report, JSON_INDENT(1) | JSON_PRESERVE_ORDER);
+        st = text ? stetho_write_file(report_path, text, strlen(text)) : st_err(STETHO_ERR_NOMEM, "out of memory");
+        free(text);
     }
     if (mix) remove(mix);
     json_decref(report);

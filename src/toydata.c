@@ -219,8 +219,10 @@ stetho_status stetho_toy_math_write(const stetho_toy_set *set, const char *split
         char id[128], level[16];
         snprintf(id, sizeof id, "%s/%s/%zu", split, subj_names[p->subject], idx[p->subject]++);
         snprintf(level, sizeof level, "Level %d", p->level);
-        json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "unique_id", id, "subject", subj_names[p->subject], "level",
-                              level, "type", subj_types[p->subject], "problem", p->problem, "solution", p->solution);
+        const char *tname = toy_template_name(p->subject, p->template_id);
+        json_t *o = json_pack("{s:s,s:s,s:s,s:s,s:s,s:s,s:s}", "unique_id", id, "subject", subj_names[p->subject],
+                              "level", level, "type", subj_types[p->subject], "template", tname ? tname : "",
+                              "problem", p->problem, "solution", p->solution);
         char *line = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
         json_decref(o);
         if (!line) {

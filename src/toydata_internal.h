@@ -28,6 +28,9 @@ typedef struct {
 
 /* Number of templates of a subject. */
 int toy_n_templates(int subject);
+/* A template's short name ("linear", "gcd"), unique within its subject; NULL
+ * when out of range. */
+const char *toy_template_name(int subject, int template_id);
 /* Fill o (empty buffers) with one problem of the template at the given level.
  * The solution holds the worked steps only; the caller appends the boxed answer
  * and the Final Answer sentence. */

@@ -120,16 +120,18 @@ static void pre_mean(toy_rng *r, int L, toy_out *o) {
 
 static void pre_word(toy_rng *r, int L, toy_out *o) {
     static const char *const names[] = {"Sam", "Ana", "Leo", "Mia", "Tom", "Zoe", "Raj", "Ivy"};
-    static const char *const things[][2] = {{"box", "pencils"}, {"bag", "apples"}, {"jar", "marbles"},
-                                            {"pack", "cards"},  {"crate", "books"}, {"tray", "cookies"}};
+    /* container, its plural, what it holds */
+    static const char *const things[][3] = {{"box", "boxes", "pencils"}, {"bag", "bags", "apples"},
+                                            {"jar", "jars", "marbles"},  {"pack", "packs", "cards"},
+                                            {"crate", "crates", "books"}, {"tray", "trays", "cookies"}};
     long a = toy_int(r, 2, 3 + 2 * L), b = toy_int(r, 2, 2 + L), c = toy_int(r, 1, 4 + 2 * L);
     size_t t = toy_next(r) % ST_ARRAY_LEN(things);
     const char *name = PICK(r, names);
     K("pre_word:%ld:%ld:%ld", a, b, c);
-    P("Each %s holds $%ld$ %s. %s has $%ld$ full %ses and $%ld$ more %s. How many %s does %s have?", things[t][0], a,
-      things[t][1], name, b, things[t][0], c, things[t][1], things[t][1], name);
-    S("The full %ses hold $%ld \\times %ld = %ld$ %s. Adding the other $%ld$ gives $%ld + %ld = %ld$.", things[t][0],
-      b, a, a * b, things[t][1], c, a * b, c, a * b + c);
+    P("Each %s holds $%ld$ %s. %s has $%ld$ full %s and $%ld$ more %s. How many %s does %s have?", things[t][0], a,
+      things[t][2], name, b, things[t][1], c, things[t][2], things[t][2], name);
+    S("The full %s hold $%ld \\times %ld = %ld$ %s. Adding the other $%ld$ gives $%ld + %ld = %ld$.", things[t][1],
+      b, a, a * b, things[t][2], c, a * b, c, a * b + c);
     A("%ld", a * b + c);
 }
 
@@ -681,6 +683,22 @@ static const toy_fn templates[STETHO_TOY_N_SUBJECTS][8] = {
     [STETHO_TOY_PREALGEBRA] = {pre_order_ops, pre_percent, pre_frac_add, pre_mean, pre_word},
     [STETHO_TOY_PRECALCULUS] = {pc_det, pc_dot, pc_norm, pc_radians, pc_trig, pc_complex},
 };
+
+/* The templates' names as the data files record them ("template" field). */
+static const char *const template_names[STETHO_TOY_N_SUBJECTS][8] = {
+    [STETHO_TOY_ALGEBRA] = {"linear", "eval", "system", "slope", "compose"},
+    [STETHO_TOY_COUNTING] = {"choose", "officers", "marbles", "die", "factorial", "multiples", "meals"},
+    [STETHO_TOY_GEOMETRY] = {"rect", "triangle_area", "pythag", "angles", "circle"},
+    [STETHO_TOY_INTERMEDIATE] = {"vieta", "remainder", "abs", "sequence", "log"},
+    [STETHO_TOY_NUMBER_THEORY] = {"remainder", "gcd", "lcm", "divisors", "units"},
+    [STETHO_TOY_PREALGEBRA] = {"order_ops", "percent", "frac_add", "mean", "word"},
+    [STETHO_TOY_PRECALCULUS] = {"det", "dot", "norm", "radians", "trig", "complex"},
+};
+
+const char *toy_template_name(int subject, int template_id) {
+    if (template_id < 0 || template_id >= toy_n_templates(subject)) return NULL;
+    return template_names[subject][template_id];
+}
 
 int toy_n_templates(int subject) {
     if (subject < 0 || subject >= STETHO_TOY_N_SUBJECTS) return 0;

@@ -102,6 +102,12 @@ expect 1 "no score for metric 'nope'" "${E[@]}" --scores "$T/scores.json" --metr
 # scores of another model (one with 4 layers)
 sed 's/"n_layers": 3/"n_layers": 4/' "$T/scores.json" > "$T/other.json"
 expect 1 "scores for another model" "${E[@]}" --scores "$T/other.json" --top-k 1 -o "$T/x"
+# ... nor does `project --scores`: layer count, then width (the task vector has no config: read off its matrices)
+P=("$STETHO" project --task-vector "$T/tv.safetensors" --sae-dir "$T/saes" --features 1)
+expect 1 "model with 4 layers .*but .*tv.safetensors has 3: scores for another model" "${P[@]}" --scores "$T/other.json" -o "$T/x.safetensors"
+sed 's/"d_model": 4/"d_model": 8/' "$T/scores.json" > "$T/wide.json"
+expect 1 "hidden size 8, but .*tv.safetensors has 4: scores for another model" "${P[@]}" --scores "$T/wide.json" -o "$T/x.safetensors"
+[ ! -e "$T/x.safetensors" ] && ok || bad "a refused project left output"
 D=("$STETHO" diagnose "$T/base" --quiet --sae-dir "$T/saes")
 : > "$T/empty.jsonl"
 expect 2 "no prompts" "${D[@]}" --domain "$T/empty.jsonl" --general "$T/gen.jsonl" -o "$T/y.json"
@@ -112,6 +118,10 @@ begin; add W_enc "[3,3]" 9 "$(zeros 9)"; add W_dec "[3,3]" 9 "$(zeros 9)"; add b
 end "$T/badsae/layer_0/sae_weights.safetensors"
 expect 1 "SAE d_model is 3 but the model's hidden size is 4" "$STETHO" diagnose "$T/base" --quiet --sae-dir "$T/badsae" --domain "$T/dom.jsonl" --general "$T/gen.jsonl" -o "$T/y.json"
 expect 2 "unknown --metric" "${D[@]}" --metric best --domain "$T/dom.jsonl" --general "$T/gen.jsonl" -o "$T/y.json"
+# K or --top-features beyond the SAEs' 3 features: an error naming d_sae and the layer (the defaults are capped)
+expect 2 "K = 4 is larger than the 3 features (d_sae) of the layer 0 SAE" "${D[@]}" --k 4 --domain "$T/dom.jsonl" --general "$T/gen.jsonl" -o "$T/y.json"
+expect 2 "top_features = 5 is larger than the 3 features (d_sae) of the layer 0 SAE" "${D[@]}" --top-features 5 --domain "$T/dom.jsonl" --general "$T/gen.jsonl" -o "$T/y.json"
+err=$("${D[@]}" --k 4 --domain "$T/dom.jsonl" --general "$T/gen.jsonl" -o "$T/y.json" 2>&1); grep -q "hint: lower --k" <<<"$err" && ok || bad "K hint: $err"
 [ ! -e "$T/y.json" ] && [ ! -e "$T/y.tsv" ] && ok || bad "a failed diagnose left output"
 
 echo "$passes passed, $fails failed"

@@ -41,7 +41,24 @@ echo '{"0": [0, 2]}' > "$T/feats.json"
 out=$("$STETHO" project --task-vector "$T/tv.safetensors" --sae-dir "$T/saes" --features-file "$T/feats.json" -o "$T/p.safetensors" --json "$T/p.json") && ok || bad "project exit: $out"
 # span = e0 (rank 1): q' = q P keeps column 0 -> (1,0,1,0); o' = P o keeps row 0 -> (1,1,0,0)
 grep -qE "^0 +2 +1 +2 " <<<"$out" && ok || bad "project table (k 2, rank 1): $out"
-grep -q "random_subspace_expectation" "$T/p.json" && ok || bad "project json"
+# the --json report: q (1,2,1,2) keeps 2 of its 10, o (1,1,2,2) 2 of 10; the norm (0.25 + 0.25)
+# is left out, so 4 of the whole 20.5 remain (0.1951219)
+near() { awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; exit !(d < 1e-6 && d > -1e-6) }'; }
+if command -v jq >/dev/null; then
+  j() { jq -r "$1" "$T/p.json"; }
+  near "$(j .energy_retained_projected)" 0.2 && near "$(j .random_subspace_expectation)" 0.5 \
+    && near "$(j .energy_retained_total)" 0.1951219 && near "$(j .tau_energy_total)" 20.5 \
+    && ok || bad "project json totals: $(cat "$T/p.json")"
+  [ "$(j '.layers | length')" = 1 ] && [ "$(j '.layers[0] | [.layer, .k, .rank, .d_model] | @csv')" = "0,2,1,2" ] \
+    && near "$(j '.layers[0].energy_retained')" 0.2 && near "$(j '.layers[0].random_expectation')" 0.5 \
+    && ok || bad "project json layers: $(j .layers)"
+  [ "$(j '[.tensors[] | .module] | sort | @csv')" = '"o_proj","q_proj"' ] \
+    && [ "$(j '[.tensors[] | .energy_before] | add')" = 20 ] && near "$(j '.tensors[0].energy_retained')" 0.2 \
+    && ok || bad "project json tensors: $(j .tensors)"
+else
+  grep -q '"random_subspace_expectation": 0.5' "$T/p.json" && grep -q '"energy_retained_total"' "$T/p.json" \
+    && grep -q '"tensors"' "$T/p.json" && ok || bad "project json"
+fi
 out=$("$STETHO" diff "$T/base" "$T/p.safetensors" --stats-only --allow-missing 2>&1) || true
 "$STETHO" edit "$T/base" --task-vector "$T/p.safetensors" -o "$T/edited" >/dev/null && ok || bad "edit with projected tv"
 hl=$(od -An -t u8 -N8 "$T/p.safetensors" | tr -d ' ')
@@ -50,6 +67,40 @@ vals=$(od -An -t f4 -j $((8 + hl)) -N32 "$T/p.safetensors" | tr -s ' ' | tr '\n'
 
 # refusals
 "$STETHO" project --task-vector "$T/tv.safetensors" --sae-dir "$T/saes" -o "$T/x.safetensors" 2>/dev/null; [ $? -eq 2 ] && ok || bad "no selection: want exit 2"
+# outputs: an existing -o or --json needs --force; an input is never overwritten, --force or not
+P=("$STETHO" project --task-vector "$T/tv.safetensors" --sae-dir "$T/saes" --features-file "$T/feats.json")
+sum_tv=$(cksum < "$T/tv.safetensors"); sum_p=$(cksum < "$T/p.safetensors"); sum_j=$(cksum < "$T/p.json")
+err=$("${P[@]}" -o "$T/p.safetensors" 2>&1); rc=$?
+[ $rc -eq 1 ] && grep -q "p.safetensors already exists" <<<"$err" && grep -q "hint: add --force" <<<"$err" && ok || bad "existing -o: rc=$rc $err"
+err=$("${P[@]}" -o "$T/p2.safetensors" --json "$T/p.json" 2>&1); rc=$?
+[ $rc -eq 1 ] && grep -q "p.json already exists" <<<"$err" && [ ! -e "$T/p2.safetensors" ] && ok || bad "existing --json: rc=$rc $err"
+[ "$(cksum < "$T/p.safetensors")" = "$sum_p" ] && [ "$(cksum < "$T/p.json")" = "$sum_j" ] && ok || bad "a refused project changed its outputs"
+for force in "" --force; do
+  err=$("${P[@]}" -o "$T/tv.safetensors" $force 2>&1); rc=$?
+  [ $rc -eq 2 ] && grep -q "tv.safetensors is also the --task-vector input" <<<"$err" && ok || bad "-o = task vector ${force}: rc=$rc $err"
+  err=$("${P[@]}" -o "$T/p3.safetensors" --json "$T/feats.json" $force 2>&1); rc=$?
+  [ $rc -eq 2 ] && grep -q "feats.json is also the --features-file input" <<<"$err" && ok || bad "--json = features file ${force}: rc=$rc $err"
+done
+# the same file by another name (a hard link, a ./ path) is still the input
+ln "$T/tv.safetensors" "$T/tv-link.safetensors"
+err=$("${P[@]}" -o "$T/tv-link.safetensors" --force 2>&1); [ $? -eq 2 ] && ok || bad "hard link to the task vector: $err"
+err=$(cd "$T" && "$STETHO" project --task-vector tv.safetensors --sae-dir saes --features-file feats.json -o ./tv.safetensors --force 2>&1)
+[ $? -eq 2 ] && ok || bad "./tv.safetensors: $err"
+sum_b=$(cksum < "$T/base/model.safetensors") # a checkpoint directory as the task vector: its shards are inputs
+err=$("$STETHO" project --task-vector "$T/base" --sae-dir "$T/saes" --features-file "$T/feats.json" -o "$T/base/model.safetensors" --force 2>&1)
+[ $? -eq 2 ] && grep -q "is a file of the --task-vector input" <<<"$err" && ok || bad "-o = a shard of the task vector: $err"
+[ "$(cksum < "$T/tv.safetensors")" = "$sum_tv" ] && [ "$(cksum < "$T/base/model.safetensors")" = "$sum_b" ] && [ -s "$T/feats.json" ] \
+  && ok || bad "an input was changed"
+err=$("${P[@]}" -o "$T/p4.safetensors" --json "$T/./p4.safetensors" 2>&1); [ $? -eq 2 ] && grep -q "name the same file" <<<"$err" && ok || bad "-o = --json: $err"
+# --force replaces both, each through a temporary name (none left behind)
+"${P[@]}" -o "$T/p.safetensors" --json "$T/p.json" --force >/dev/null && grep -q '"tensors"' "$T/p.json" && ok || bad "--force"
+ls "$T" | grep -qE "\.(tmp|staged)" && bad "temporary files left: $(ls "$T")" || ok
+# a failing write of the report leaves neither output (the projection was staged)
+for n in $(seq 50); do
+  STETHO_FAULT_WRITE=$n "${P[@]}" -o "$T/w.safetensors" --json "$T/w.json" >/dev/null 2>&1 && break
+  [ ! -e "$T/w.safetensors" ] && [ ! -e "$T/w.json" ] && ! ls "$T" | grep -qE "\.(tmp|staged)" && ok || bad "write fault $n left output: $(ls "$T")"
+done
+[ -e "$T/w.safetensors" ] && [ -e "$T/w.json" ] && ok || bad "project never succeeded under write faults"
 echo '{"0": [7]}' > "$T/bad.json"
 err=$("$STETHO" project --task-vector "$T/tv.safetensors" --sae-dir "$T/saes" --features-file "$T/bad.json" -o "$T/x.safetensors" 2>&1); rc=$?
 [ $rc -ne 0 ] && grep -q "feature index 7" <<<"$err" && [ ! -e "$T/x.safetensors" ] && ok || bad "bad feature: rc=$rc $err"

@@ -76,5 +76,21 @@ mkdir -p "$T/wide" && cp "$T/a/sae_weights.safetensors" "$T/wide/" && sed 's/blo
 err=$($S eval "$M" "$T/wide" --input "$T/fix/eval.jsonl" 2>&1); [ $? -eq 1 ] && grep -q "outside the model's layers" <<<"$err" && ok || bad "eval hook outside: $err"
 $S eval "$M" "$T/wide" --input "$T/fix/eval.jsonl" --hook blocks.0.hook_resid_post --no-downstream $TH >/dev/null && ok || bad "--hook override"
 
+# an SAE of another model (the tiny world's: d_model 128 against this model's 32)
+WS=$(dirname "$0")/../world/saes/layer_1
+if [ -f "$WS/cfg.json" ]; then
+  err=$($S eval "$M" "$WS" --input "$T/fix/eval.jsonl" --no-downstream $TH 2>&1); rc=$?
+  [ $rc -eq 1 ] && grep -q "d_model 128 does not match the model's hidden size 32" <<<"$err" &&
+    grep -q "trained on another model" <<<"$err" && ! grep -q "set the hook" <<<"$err" && ok || bad "d_model mismatch: rc=$rc $err"
+fi
+# --l1: a larger sparsity coefficient gives a sparser ReLU SAE on the same data
+for c in 0.01 3; do
+  $S train "$M" --hook blocks.1.hook_resid_post --input "$T/fix/train.jsonl" --width 48 --arch relu --l1 $c --batch 64 \
+    --tokens 12K --seed 5 $TH -o "$T/l1-$c" --quiet >/dev/null || bad "train --l1 $c"
+done
+l0() { $S eval "$M" "$T/l1-$1" --input "$T/fix/eval.jsonl" --json --no-downstream $TH | jq -r '.. | objects | select(has("l0")) | .l0' | head -1; }
+lo=$(l0 0.01); hi=$(l0 3)
+awk -v a="$lo" -v b="$hi" 'BEGIN { exit !(a + 0 > b + 0 && b + 0 >= 0) }' && ok || bad "--l1: l0 at 0.01 = $lo, at 3 = $hi (want fewer active at 3)"
+
 echo "$passes passed, $fails failed"
 [ $fails -eq 0 ]

@@ -68,7 +68,9 @@ if command -v jq >/dev/null; then
   [ "$(jq -r '.variants[] | select(.name == "stethoscope_k1") | .vs | keys | join(",")' "$R/summary.json")" = \
     "all_layers,bottom_k1,finetuned,norm_k1,random_k1_s1,random_k1_s7,scalpel" ] && ok || bad "stethoscope comparisons"
   [ "$(jq -r '.variants[1].vs_base.minerva_math | has("p") and has("mcnemar_p")' "$R/summary.json")" = true ] && ok || bad "vs_base"
-  [ "$(jq -r '.ablation.layers | length' "$R/summary.json")" = 3 ] && ok || bad "ablation rows"
+  [ "$(jq -r '.ablation.layers | length' "$R/summary.json")" = 3 ] && [ "$(jq -r '.ablation.alpha' "$R/summary.json")" = 1 ] \
+    && [ "$(jq -r '.ablation.correlations | length' "$R/summary.json")" = "$(jq -r '.specificity.metrics | length' "$R/summary.json")" ] \
+    && ok || bad "ablation rows"
   [ "$(jq -r '.specificity.layers[1].score' "$R/summary.json")" = null ] && ok || bad "unscored layer 1"
   # the scalpel keeps the energy of tau in the 1-dimensional span of the top feature (retained <= 1)
   awk -v r="$(jq -r '.scalpel.retained' "$R/summary.json")" 'BEGIN { exit !(r >= 0 && r <= 1) }' && ok || bad "scalpel retained"

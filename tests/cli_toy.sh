@@ -57,7 +57,15 @@ cmp -s "$T/a/base/model.safetensors" "$T/c/base/model.safetensors" && [ -s "$T/c
 "$S" toy build -o "$T/d" --quick --base-drill-frac 1 > /dev/null 2>&1; [ $? -eq 2 ] && ok || bad "--base-drill-frac 1 should exit 2"
 if command -v jq > /dev/null; then
   jq -e '.base.drill_frac == 0.25 and .base.math_frac == 0.75 and .ft.drill_frac == 0' "$T/a/world.json" > /dev/null && ok || bad "world.json drill shares"
+  # answer keys: 60% of each subject's templates (round(0.6 n): 23 of 35) in the base, none in the fine-tune
+  jq -e '.base.bare_share == 0.75 and (.base.bare_template_names | length) == 23 and (.ft.bare_template_names | length) == 0' \
+    "$T/a/world.json" > /dev/null && ok || bad "world.json answer keys"
+  [ "$(jq -r .template "$T/a/data/math/train.jsonl" | grep -c -v null)" = "$(wc -l < "$T/a/data/math/train.jsonl")" ] && ok || bad "template field"
 fi
+# without answer keys the base trains on other documents, so its weights differ
+"$S" toy build -o "$T/nk" --quick --seed 3 --threads 2 ${G:+--general "$G"} --probe 0 --no-saes --base-bare-share 0 --quiet > /dev/null 2>&1
+[ -f "$T/nk/base/model.safetensors" ] && ! cmp -s "$T/b/base/model.safetensors" "$T/nk/base/model.safetensors" && ok || bad "--base-bare-share 0 changed nothing"
+"$S" toy build -o "$T/d" --quick --base-bare-share 2 > /dev/null 2>&1; [ $? -eq 2 ] && ok || bad "--base-bare-share 2 should exit 2"
 # the loss went down during pretraining and the models run
 first=$(sed -n 2p "$T/a/logs/base_loss.tsv" | cut -f4); last=$(tail -1 "$T/a/logs/base_loss.tsv" | cut -f4)
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a - 0.5) }' && ok || bad "base loss $first -> $last did not fall"

@@ -81,7 +81,16 @@ static void test_hand_example(void **state) {
     stetho_diagnose_opts_default(&o);
     o.k = 1;
     o.metric = STETHO_METRIC_EFFECT;
-    o.top_features = 100; /* capped at d_sae */
+    /* asked for beyond the SAE's 3 features: refused, naming d_sae and the layer;
+     * the defaults (K 8, 32 top features) are capped instead */
+    o.top_features = 100;
+    assert_int_equal(stetho_diag_layer_compute(&a, &o, &L), STETHO_ERR_INVALID);
+    assert_non_null(strstr(stetho_last_error(), "top_features = 100 is larger than the 3 features (d_sae) of the layer 5 SAE"));
+    o.top_features = 0;
+    o.k = 4;
+    assert_int_equal(stetho_diag_layer_compute(&a, &o, &L), STETHO_ERR_INVALID);
+    assert_non_null(strstr(stetho_last_error(), "K = 4 is larger than the 3 features (d_sae) of the layer 5 SAE"));
+    o.k = 1;
     assert_int_equal(stetho_diag_layer_compute(&a, &o, &L), STETHO_OK);
     NEAR(L.scores[STETHO_METRIC_SPECIFIC_MASS], 0);
     NEAR(L.scores[STETHO_METRIC_SPECIFIC_FRAC], 0);
@@ -396,7 +405,10 @@ static void test_planted_feature(void **state) {
     stetho_scores_free(&sc);
     stetho_project_layer *pl;
     size_t npl;
-    assert_int_equal(stetho_project_layers_from_scores(out, 4, &pl, &npl), STETHO_OK);
+    stetho_checkpoint ck; /* the diagnosed model: its scores pass the shape check */
+    assert_int_equal(stetho_checkpoint_open(&ck, g_model), STETHO_OK);
+    assert_int_equal(stetho_project_layers_from_scores(out, 4, &ck, &pl, &npl), STETHO_OK);
+    stetho_checkpoint_close(&ck);
     assert_int_equal(npl, 3);
     assert_int_equal(pl[1].layer, 1);
     for (int i = 0; i < 4; i++) assert_int_equal(pl[1].features[i], L->top[i]);
@@ -510,8 +522,17 @@ static void test_refusals(void **state) {
     assert_non_null(strstr(stetho_last_error(), "domain.jsonl:1: no string field 'text'"));
     o.field = NULL;
     assert_int_equal(stetho_diagnose_run(g_model, tu_path(g_dir, "nothing-here"), dom, gen, &o, &r), STETHO_ERR_NOTFOUND);
-    o.k = 0;
+    o.k = -1;
     assert_int_equal(stetho_diagnose_run(g_model, good, dom, gen, &o, &r), STETHO_ERR_INVALID);
+    /* K or top features beyond the SAEs' DSAE features: refused before any prompt runs */
+    o.k = DSAE + 1;
+    assert_int_equal(stetho_diagnose_run(g_model, good, dom, gen, &o, &r), STETHO_ERR_INVALID);
+    assert_non_null(strstr(stetho_last_error(), "is larger than the 16 features (d_sae) of the layer 0 SAE"));
+    o.k = DSAE;
+    o.top_features = DSAE + 5;
+    assert_int_equal(stetho_diagnose_run(g_model, good, dom, gen, &o, &r), STETHO_ERR_INVALID);
+    assert_non_null(strstr(stetho_last_error(), "top_features = 21"));
+    stetho_diagnose_opts_default(&o);
 
     char *tsv, *svg;
     assert_int_equal(stetho_diagnose_paths("/x/s.json", &tsv, &svg), STETHO_OK);

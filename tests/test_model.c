@@ -580,6 +580,16 @@ static void test_bad_input(void **state) {
     const char *missing = "{\"model_type\": \"llama\", \"num_hidden_layers\": 1, \"hidden_size\": 8}";
     assert_int_equal(stetho_model_config_parse(&c, missing, strlen(missing), "cfg"), STETHO_ERR_FORMAT);
     assert_non_null(strstr(stetho_last_error(), "intermediate_size"));
+    /* no max_position_embeddings: the family's transformers default still bounds the context */
+    const char *nomax[][2] = {{"llama", "2048"}, {"qwen2", "32768"}, {"gemma2", "8192"}, {"gemma3_text", "131072"}};
+    for (size_t i = 0; i < 4; i++) {
+        char js[512];
+        snprintf(js, sizeof js, "{\"model_type\": \"%s\", \"num_hidden_layers\": 1, \"hidden_size\": 8, "
+                 "\"intermediate_size\": 8, \"num_attention_heads\": 2, \"vocab_size\": 8}", nomax[i][0]);
+        assert_int_equal(stetho_model_config_parse(&c, js, strlen(js), "cfg"), STETHO_OK);
+        assert_int_equal(c.max_position, atoi(nomax[i][1]));
+        stetho_model_config_free(&c);
+    }
     const char *yarn = "{\"model_type\": \"llama\", \"num_hidden_layers\": 1, \"hidden_size\": 8, "
                        "\"intermediate_size\": 8, \"num_attention_heads\": 2, \"vocab_size\": 8, "
                        "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}}";

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* An SAELens SAE for `layer` with random decoder rows. */
 static void make_sae(const char *dir, int layer, int dm, int ds, uint64_t seed) {
@@ -187,8 +188,63 @@ static void test_project_taskvec(void **state) {
     make_sae(tu_path(dir, "narrow/layer_1"), 1, 32, 64, 3);
     stetho_sae_entry wrong = {1, (char *)tu_path(dir, "narrow/layer_1")};
     stetho_project_layer l1[1] = {{1, 2, f2}};
-    assert_int_equal(stetho_project_taskvec(&tv, &wrong, 1, l1, 1, NULL, out, &rep), STETHO_ERR_MISMATCH);
+    stetho_project_opts force = {.force = true};
+    assert_int_equal(stetho_project_taskvec(&tv, &wrong, 1, l1, 1, &force, out, &rep), STETHO_ERR_MISMATCH);
     assert_non_null(strstr(stetho_last_error(), "d_model 32"));
+
+    /* outputs: an existing one only with force, the task vector itself never */
+    FILE *fp = fopen(out, "rb");
+    assert_non_null(fp);
+    fseek(fp, 0, SEEK_END);
+    long size_before = ftell(fp);
+    fclose(fp);
+    assert_int_equal(stetho_project_taskvec(&tv, ents, ne, sel, 1, NULL, out, &rep), STETHO_ERR_EXISTS);
+    assert_non_null(strstr(stetho_last_error(), "proj.safetensors: already exists"));
+    assert_int_equal(stetho_project_taskvec(&tv, ents, ne, sel, 1, &force, out, &rep), STETHO_OK);
+    stetho_project_report_free(&rep);
+    fp = fopen(out, "rb");
+    fseek(fp, 0, SEEK_END);
+    assert_int_equal(ftell(fp), size_before);
+    fclose(fp);
+    assert_int_equal(stetho_project_taskvec(&tv, ents, ne, sel, 1, &force, tvp, &rep), STETHO_ERR_INVALID);
+    assert_non_null(strstr(stetho_last_error(), "would overwrite the task vector"));
+    assert_int_equal(link(tvp, tu_path(dir, "tv-link.safetensors")), 0);
+    assert_int_equal(stetho_project_taskvec(&tv, ents, ne, sel, 1, &force, tu_path(dir, "tv-link.safetensors"), &rep),
+                     STETHO_ERR_INVALID);
+    /* a checkpoint directory: its shards are inputs too */
+    stetho_checkpoint bdir;
+    assert_int_equal(stetho_checkpoint_open(&bdir, tu_path(dir, "base")), STETHO_OK);
+    char shard[4200];
+    snprintf(shard, sizeof shard, "%s/%s", tu_path(dir, "base"), bdir.shard_names[0]);
+    assert_int_equal(stetho_project_taskvec(&bdir, ents, ne, sel, 1, &force, shard, &rep), STETHO_ERR_INVALID);
+    stetho_checkpoint_close(&bdir);
+
+    /* scores of another model are refused against the task vector: layer count,
+     * then width (read off the matrices: the task vector file has no config) */
+    static const char *fmt = "{\"metric\": \"specific_mass\", \"n_layers\": %d, \"d_model\": %d, \"layers\": ["
+                             "{\"layer\": 0, \"score\": 0.5, \"top_features\": [{\"index\": 4}, {\"index\": 9}]}]}";
+    char text[512];
+    stetho_project_layer *L;
+    size_t nl;
+    snprintf(text, sizeof text, fmt, 3, DM);
+    tu_write_file(tu_path(dir, "ok.json"), text, strlen(text));
+    assert_int_equal(stetho_project_layers_from_scores(tu_path(dir, "ok.json"), 2, &tv, &L, &nl), STETHO_OK);
+    assert_int_equal(nl, 1);
+    stetho_project_layers_free(L, nl);
+    snprintf(text, sizeof text, fmt, 4, DM);
+    tu_write_file(tu_path(dir, "layers.json"), text, strlen(text));
+    assert_int_equal(stetho_project_layers_from_scores(tu_path(dir, "layers.json"), 2, &tv, &L, &nl), STETHO_ERR_MISMATCH);
+    assert_non_null(strstr(stetho_last_error(), "a model with 4 layers"));
+    assert_non_null(strstr(stetho_last_error(), "tv.safetensors has 3: scores for another model?"));
+    assert_null(L);
+    snprintf(text, sizeof text, fmt, 3, 2 * DM);
+    tu_write_file(tu_path(dir, "width.json"), text, strlen(text));
+    assert_int_equal(stetho_project_layers_from_scores(tu_path(dir, "width.json"), 2, &tv, &L, &nl), STETHO_ERR_MISMATCH);
+    assert_non_null(strstr(stetho_last_error(), "hidden size 128, but"));
+    assert_non_null(strstr(stetho_last_error(), "tv.safetensors has 64"));
+    /* unchecked without a task vector */
+    assert_int_equal(stetho_project_layers_from_scores(tu_path(dir, "width.json"), 2, NULL, &L, &nl), STETHO_OK);
+    stetho_project_layers_free(L, nl);
     stetho_sae_entries_free(ents, ne);
     stetho_checkpoint_close(&pj);
     stetho_checkpoint_close(&tv);
@@ -206,14 +262,14 @@ static void test_selection_files(void **state) {
     tu_write_file(tu_path(dir, "s.json"), scores, strlen(scores));
     stetho_project_layer *L;
     size_t n;
-    assert_int_equal(stetho_project_layers_from_scores(tu_path(dir, "s.json"), 2, &L, &n), STETHO_OK);
+    assert_int_equal(stetho_project_layers_from_scores(tu_path(dir, "s.json"), 2, NULL, &L, &n), STETHO_OK);
     assert_int_equal(n, 2);
     assert_int_equal(L[0].layer, 0);
     assert_int_equal(L[0].n_features, 2);
     assert_int_equal(L[0].features[1], 9);
     assert_int_equal(L[1].layer, 2);
     stetho_project_layers_free(L, n);
-    assert_int_equal(stetho_project_layers_from_scores(tu_path(dir, "s.json"), 3, &L, &n), STETHO_ERR_INVALID);
+    assert_int_equal(stetho_project_layers_from_scores(tu_path(dir, "s.json"), 3, NULL, &L, &n), STETHO_ERR_INVALID);
     const char *ff = "{\"3\": [1, 2, 3], \"10\": [5]}";
     tu_write_file(tu_path(dir, "f.json"), ff, strlen(ff));
     assert_int_equal(stetho_project_layers_from_file(tu_path(dir, "f.json"), &L, &n), STETHO_OK);

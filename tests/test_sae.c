@@ -77,6 +77,15 @@ static void ref_encode(const params *p, const char *arch, bool apply_bdec, const
         for (int i = 0; i < DM; i++) ss += xin[i] * xin[i];
         c = sqrt((double)DM) / sqrt(ss);
         for (int i = 0; i < DM; i++) xin[i] *= c;
+    } else if (!strcmp(norm, "layer_norm")) {
+        double mu = 0, var = 0;
+        for (int i = 0; i < DM; i++) mu += xin[i];
+        mu /= DM;
+        for (int i = 0; i < DM; i++) var += (xin[i] - mu) * (xin[i] - mu);
+        double sd = sqrt(var / (DM - 1));
+        for (int i = 0; i < DM; i++) xin[i] = (xin[i] - mu) / (sd + 1e-5);
+    } else if (!strncmp(norm, "scalar:", 7)) {
+        for (int i = 0; i < DM; i++) xin[i] *= atof(norm + 7);
     }
     if (apply_bdec)
         for (int i = 0; i < DM; i++) xin[i] -= p->b_dec[i];
@@ -140,21 +149,34 @@ static void check_sae(const char *dir, const params *p, const char *arch, bool a
     /* decode: x_hat = f W_dec + b_dec, undoing the input norm */
     assert_int_equal(stetho_sae_decode(&s, f, x, N, xh), STETHO_OK);
     for (int t = 0; t < N; t++) {
-        double c = 1;
+        /* x_hat = y / c + shift: the inverse of the input normalisation */
+        double c = 1, shift = 0;
         if (!strcmp(norm, "constant_norm_rescale")) {
             double ss = 0;
             for (int i = 0; i < DM; i++) ss += (double)x[t * DM + i] * x[t * DM + i];
             c = sqrt((double)DM) / sqrt(ss);
+        } else if (!strcmp(norm, "layer_norm")) {
+            double mu = 0, var = 0;
+            for (int i = 0; i < DM; i++) mu += x[t * DM + i];
+            mu /= DM;
+            for (int i = 0; i < DM; i++) var += (x[t * DM + i] - mu) * (x[t * DM + i] - mu);
+            c = 1 / sqrt(var / (DM - 1)), shift = mu;
+        } else if (!strncmp(norm, "scalar:", 7)) {
+            c = atof(norm + 7);
         }
         for (int i = 0; i < DM; i++) {
             double y = p->b_dec[i];
             for (int j = 0; j < DS; j++) y += (double)f[t * DS + j] * p->W_dec[j * DM + i];
-            assert_true(fabs(xh[t * DM + i] - y / c) < 1e-3 * (1 + fabs(y / c)));
+            double want = y / c + shift;
+            if (!(fabs(xh[t * DM + i] - want) < 1e-3 * (1 + fabs(want))))
+                fail_msg("%s: decode %g, reference %g", dir, xh[t * DM + i], want);
         }
     }
     free(x), free(f), free(xh);
     stetho_sae_free(&s);
 }
+
+static void expect_load_error(const char *dir, const char *want);
 
 static void test_saelens_all_architectures(void **state) {
     (void)state;
@@ -173,6 +195,60 @@ static void test_saelens_all_architectures(void **state) {
                   ", \"activation_fn_kwargs\": {\"k\": 5}, \"apply_b_dec_to_input\": false, "
                   "\"normalize_activations\": \"constant_norm_rescale\"");
     check_sae(d, p, "topk", false, "constant_norm_rescale", 5, STETHO_SAE_FORMAT_SAELENS);
+    /* the other two input normalisations SAELens runs at inference */
+    d = tu_path(dir, "layer-norm");
+    write_saelens(d, p, "standard", ", \"normalize_activations\": \"layer_norm\"");
+    check_sae(d, p, "standard", true, "layer_norm", 0, STETHO_SAE_FORMAT_SAELENS);
+    d = tu_path(dir, "scalar-norm");
+    write_saelens(d, p, "standard", ", \"normalize_activations\": \"expected_average_only_in\", \"norm_scaling_factor\": 0.25");
+    check_sae(d, p, "standard", true, "scalar:0.25", 0, STETHO_SAE_FORMAT_SAELENS);
+    d = tu_path(dir, "scalar-missing");
+    write_saelens(d, p, "standard", ", \"normalize_activations\": \"expected_average_only_in\"");
+    expect_load_error(d, "norm_scaling_factor");
+    /* JumpReLU with log_threshold (newer SAELens) instead of threshold */
+    {
+        d = tu_path(dir, "log-threshold");
+        write_saelens(d, p, "standard", "");
+        float lt[DS];
+        for (int j = 0; j < DS; j++) lt[j] = logf(p->threshold[j] > 1e-6f ? p->threshold[j] : 1e-6f);
+        stetho_tensor ts[5] = {mat("W_enc", p->W_enc, DM, DS), mat("W_dec", p->W_dec, DS, DM), vec("b_dec", p->b_dec, DM),
+                               vec("b_enc", p->b_enc, DS), vec("log_threshold", lt, DS)};
+        assert_int_equal(stetho_st_write_tensors(tu_path(d, "sae_weights.safetensors"), ts, 5, NULL, 0), STETHO_OK);
+        char cfg[512];
+        snprintf(cfg, sizeof cfg, "{\"architecture\": \"jumprelu\", \"d_in\": %d, \"d_sae\": %d}", DM, DS);
+        tu_write_file(tu_path(d, "cfg.json"), cfg, strlen(cfg));
+        check_sae(d, p, "jumprelu", true, "none", 0, STETHO_SAE_FORMAT_SAELENS);
+    }
+    /* bf16 weights: loaded through f32; the stored dtype is what inspect reports */
+    {
+        d = tu_path(dir, "bf16");
+        write_saelens(d, p, "standard", "");
+        params *q = malloc(sizeof *q);
+        memcpy(q, p, sizeof *q);
+        uint16_t *raw[4];
+        float *src[4] = {q->W_enc, q->W_dec, q->b_dec, q->b_enc};
+        size_t cnt[4] = {DM * DS, DS * DM, DM, DS};
+        for (int a = 0; a < 4; a++) {
+            raw[a] = malloc(cnt[a] * 2);
+            for (size_t i = 0; i < cnt[a]; i++) {
+                raw[a][i] = stetho_f32_to_bf16(src[a][i]);
+                src[a][i] = stetho_bf16_to_f32(raw[a][i]); /* the reference sees the rounded weights */
+            }
+        }
+        stetho_tensor ts[4] = {
+            {.name = "W_enc", .dtype = STETHO_DTYPE_BF16, .ndim = 2, .shape = {DM, DS}, .nbytes = DM * DS * 2, .data = raw[0]},
+            {.name = "W_dec", .dtype = STETHO_DTYPE_BF16, .ndim = 2, .shape = {DS, DM}, .nbytes = DS * DM * 2, .data = raw[1]},
+            {.name = "b_dec", .dtype = STETHO_DTYPE_BF16, .ndim = 1, .shape = {DM}, .nbytes = DM * 2, .data = raw[2]},
+            {.name = "b_enc", .dtype = STETHO_DTYPE_BF16, .ndim = 1, .shape = {DS}, .nbytes = DS * 2, .data = raw[3]}};
+        assert_int_equal(stetho_st_write_tensors(tu_path(d, "sae_weights.safetensors"), ts, 4, NULL, 0), STETHO_OK);
+        check_sae(d, q, "standard", true, "none", 0, STETHO_SAE_FORMAT_SAELENS);
+        stetho_sae sb;
+        assert_int_equal(stetho_sae_load(&sb, d), STETHO_OK);
+        assert_string_equal(sb.stored_dtype, "BF16");
+        stetho_sae_free(&sb);
+        for (int a = 0; a < 4; a++) free(raw[a]);
+        free(q);
+    }
     stetho_sae s;
     assert_int_equal(stetho_sae_load(&s, tu_path(dir, "jumprelu")), STETHO_OK);
     assert_string_equal(s.hook, "blocks.3.hook_resid_post");
@@ -248,6 +324,7 @@ static void test_gemma_scope(void **state) {
     check_sae(d1, p, "jumprelu", false, "none", 0, STETHO_SAE_FORMAT_GEMMA_SCOPE_1);
     assert_int_equal(stetho_sae_load(&s, d1), STETHO_OK);
     assert_int_equal(s.layer, 12);
+    assert_string_equal(s.stored_dtype, "F32");
     stetho_sae_free(&s);
     free(p);
 }
@@ -307,6 +384,48 @@ static void test_bad_saes(void **state) {
     const uint64_t shapes[1][2] = {{DM, DS}};
     write_npz(tu_path(ni, "params.npz"), names, data, shapes, 1, "<i4");
     expect_load_error(ni, "'<i4' is not a little-endian float");
+    /* an entry whose zip headers declare far more bytes than its compressed
+     * data could expand to: refused before anything of that size is allocated */
+    const char *nb = tu_path(dir, "npzbomb");
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", nb);
+    assert_int_equal(system(cmd), 0);
+    write_npz(tu_path(nb, "params.npz"), names, data, shapes, 1, "<f4");
+    {
+        FILE *f = fopen(tu_path(nb, "params.npz"), "r+b");
+        assert_non_null(f);
+        static uint8_t zb[1 << 16];
+        size_t zn = fread(zb, 1, sizeof zb, f);
+        assert_true(zn > 0 && zn < sizeof zb);
+        int patched = 0;
+        for (size_t i = 0; i + 30 < zn; i++) {
+            size_t at = 0;
+            if (!memcmp(zb + i, "PK\x03\x04", 4)) at = i + 22; /* local header: uncompressed size */
+            else if (!memcmp(zb + i, "PK\x01\x02", 4)) at = i + 24; /* central directory */
+            if (!at) continue;
+            zb[at] = 0, zb[at + 1] = 0, zb[at + 2] = 0, zb[at + 3] = 0xf0; /* 4 GB */
+            patched++;
+        }
+        assert_int_equal(patched, 2);
+        rewind(f);
+        assert_int_equal(fwrite(zb, 1, zn, f), zn);
+        fclose(f);
+    }
+    expect_load_error(nb, "not a real array");
+    /* NaN in an npz array names the file and the array */
+    const char *nn = tu_path(dir, "npznan");
+    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", nn);
+    assert_int_equal(system(cmd), 0);
+    {
+        const char *gnames[5] = {"W_enc", "W_dec", "b_enc", "b_dec", "threshold"};
+        float *wenc = malloc(sizeof(float) * DM * DS);
+        memcpy(wenc, p->W_enc, sizeof(float) * DM * DS);
+        wenc[3] = NAN;
+        const float *gdata[5] = {wenc, p->W_dec, p->b_enc, p->b_dec, p->threshold};
+        const uint64_t gshapes[5][2] = {{DM, DS}, {DS, DM}, {DS, 0}, {DM, 0}, {DS, 0}};
+        write_npz(tu_path(nn, "params.npz"), gnames, gdata, gshapes, 5, "<f4");
+        free(wenc);
+    }
+    expect_load_error(nn, "W_enc");
     expect_load_error(tu_path(dir, "nonexistent"), "not a directory");
     expect_load_error(dir, "no SAE found");
     free(p);
@@ -328,12 +447,54 @@ static void test_npy_parser_edges(void **state) {
     assert_non_null(strstr(stetho_last_error(), "needs 24 bytes"));
 }
 
+/* Top-K per row against a full sort of (value desc, index asc), with ties and
+ * k at both ends. */
+typedef struct {
+    float v;
+    int32_t i;
+} tk_ref;
+static int tk_cmp(const void *a, const void *b) {
+    const tk_ref *x = a, *y = b;
+    if (x->v != y->v) return x->v > y->v ? -1 : 1;
+    return x->i - y->i;
+}
+static void test_top_k(void **state) {
+    (void)state;
+    enum { N = 37, D = 300 };
+    static float acts[N * D];
+    uint64_t r = 7;
+    for (int i = 0; i < N * D; i++) acts[i] = (float)(int)(8 * tu_rand_normal(&r)) / 4; /* many ties */
+    int ks[] = {1, 2, 5, 64, D};
+    for (size_t q = 0; q < sizeof ks / sizeof ks[0]; q++) {
+        int k = ks[q];
+        int32_t *idx = malloc(sizeof(int32_t) * N * (size_t)k);
+        float *val = malloc(sizeof(float) * N * (size_t)k);
+        assert_int_equal(stetho_sae_top_k(acts, N, D, k, idx, val), STETHO_OK);
+        for (int row = 0; row < N; row++) {
+            tk_ref ref[D];
+            for (int j = 0; j < D; j++) ref[j] = (tk_ref){acts[row * D + j], j};
+            qsort(ref, D, sizeof *ref, tk_cmp);
+            for (int j = 0; j < k; j++) {
+                assert_int_equal(idx[row * k + j], ref[j].i);
+                assert_true(val[row * k + j] == ref[j].v);
+            }
+        }
+        free(idx);
+        free(val);
+    }
+    int32_t i1;
+    float v1;
+    assert_int_equal(stetho_sae_top_k(acts, 1, D, D + 1, &i1, &v1), STETHO_ERR_INVALID);
+    assert_int_equal(stetho_sae_top_k(acts, 1, D, 0, &i1, &v1), STETHO_ERR_INVALID);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_saelens_all_architectures),
         cmocka_unit_test(test_gemma_scope),
         cmocka_unit_test(test_bad_saes),
         cmocka_unit_test(test_npy_parser_edges),
+        cmocka_unit_test(test_top_k),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -28,9 +28,18 @@ static void test_defaults_and_paths(void **state) {
     assert_string_equal(c.tasks, "minerva_math");
     assert_int_equal(c.num_fewshot, 4);
     assert_int_equal(c.max_gen_toks, 256);
+    /* diagnose's own defaults: top features 32 (capped at a narrower SAE), K etc. */
+    assert_int_equal(c.top_features, 0);
+    assert_int_equal(stetho_study_top_features(&c), 32);
+    assert_true(c.diagnose_k == 0 && c.diagnose_ratio == 0 && c.diagnose_smoothing == 0 && c.diagnose_probe_folds == 0);
+    assert_null(c.diagnose_field);
     char *json;
     assert_int_equal(stetho_study_config_json(&c, &json), STETHO_OK);
     assert_non_null(strstr(json, "\"scalpel_features\": 8"));
+    assert_non_null(strstr(json, "\"top_features\": 32"));
+    /* unset, the later diagnose keys stay out of the canonical form (older runs' config.json is unchanged) */
+    assert_null(strstr(json, "diagnose_k"));
+    assert_null(strstr(json, "diagnose_field"));
     uint64_t h1 = stetho_hash64(json, strlen(json), 0);
     free(json);
     stetho_study_config_free(&c);
@@ -39,6 +48,14 @@ static void test_defaults_and_paths(void **state) {
     snprintf(other, sizeof other, "%seval: {limit: 7}\n", minimal);
     assert_int_equal(stetho_study_config_parse(&c, other, strlen(other), "study.yaml", "/runs/x"), STETHO_OK);
     assert_int_equal(stetho_study_config_json(&c, &json), STETHO_OK);
+    assert_true(stetho_hash64(json, strlen(json), 0) != h1);
+    free(json);
+    stetho_study_config_free(&c);
+    /* so do the diagnose settings */
+    snprintf(other, sizeof other, "%sdiagnose: {k: 3}\n", minimal);
+    assert_int_equal(stetho_study_config_parse(&c, other, strlen(other), "study.yaml", "/runs/x"), STETHO_OK);
+    assert_int_equal(stetho_study_config_json(&c, &json), STETHO_OK);
+    assert_non_null(strstr(json, "\"diagnose_k\": 3"));
     assert_true(stetho_hash64(json, strlen(json), 0) != h1);
     free(json);
     stetho_study_config_free(&c);
@@ -56,7 +73,9 @@ static void test_full_file_with_anchors(void **state) {
         "  task_vector: /m/tv.safetensors\n"
         "sae_dir: /saes\n"
         "prompts: {domain: /d.jsonl, general: /g.jsonl}\n"
-        "diagnose: {metric: topk_mass_diff, max_tokens: 128, top_features: 16}\n"
+        "_notes: {anything: [1, 2], goes: here}\n" /* '.' or '_' keys: anchor holders, ignored */
+        "diagnose: {metric: topk_mass_diff, max_tokens: 128, top_features: 16,\n"
+        "           k: 3, ratio: 2.5, smoothing: 0.25, probe_folds: 4, field: body}\n"
         "edit: {modules: \"attn,mlp\", alpha: [0.5, 1.0]}\n"
         "variants:\n"
         "  finetuned: false\n"
@@ -79,6 +98,16 @@ static void test_full_file_with_anchors(void **state) {
     assert_null(c.finetuned_model);
     assert_string_equal(c.metric, "topk_mass_diff");
     assert_int_equal(c.top_features, 16);
+    assert_int_equal(stetho_study_top_features(&c), 16);
+    assert_int_equal(c.diagnose_k, 3);
+    assert_true(c.diagnose_ratio == 2.5 && c.diagnose_smoothing == 0.25);
+    assert_int_equal(c.diagnose_probe_folds, 4);
+    assert_string_equal(c.diagnose_field, "body"); /* a field name, not a path: not resolved */
+    char *json;
+    assert_int_equal(stetho_study_config_json(&c, &json), STETHO_OK);
+    assert_non_null(strstr(json, "\"diagnose_ratio\": 2.5"));
+    assert_non_null(strstr(json, "\"diagnose_field\": \"body\""));
+    free(json);
     assert_string_equal(c.modules, "attn,mlp");
     assert_int_equal(c.n_alpha, 2);
     assert_true(c.alpha[0] == 0.5);
@@ -123,6 +152,13 @@ static void test_errors(void **state) {
     expect_error("edit: {alpha: []}\n", "'edit.alpha' is an empty list");
     expect_error("edit: {alpha: [1, x]}\n", "'edit.alpha' must be a number");
     expect_error("eval: [1, 2]\n", "'eval' must be a mapping");
+    expect_error("diagnose: {kk: 4}\n", "unknown key 'diagnose.kk' (known under diagnose: metric, max_tokens, "
+                                        "top_features, limit, k, ratio, smoothing, probe_folds, field)");
+    expect_error("diagnose: {k: 0}\n", "'diagnose.k' must be an integer in [1, 1048576]");
+    expect_error("diagnose: {ratio: 0}\n", "'diagnose.ratio' must be a number > 0");
+    expect_error("diagnose: {smoothing: -1}\n", "'diagnose.smoothing' must be a number > 0");
+    expect_error("diagnose: {probe_folds: 1}\n", "'diagnose.probe_folds' must be an integer in [2, 1000]");
+    expect_error("diagnose: {field: \"\"}\n", "'diagnose.field' must be a non-empty string");
     expect_error("threads: [a]\n", "'threads' must be an integer");
     expect_error("prompts: {domain: x}\n", "duplicate key"); /* 'prompts' is already in the base text */
     expect_error("eval: {limit: 5\n", "not valid YAML");

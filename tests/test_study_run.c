@@ -11,10 +11,12 @@
 
 #include "stetho/bpe_train.h"
 #include "stetho/eval.h"
+#include "stetho/results.h"
 #include "stetho/sae.h"
 #include "stetho/study_run.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,6 +199,169 @@ static void test_run_and_summary(void **state) {
     stetho_study_config_free(&c);
 }
 
+/* Make the first `correct` problems (in task order) of a variant right by
+ * rewriting its lm-eval results and samples: the tiny random model gets nothing
+ * right, and the ablation needs accuracies that differ to have anything to rank. */
+static void set_correct(const char *eval_dir, int correct) {
+    stetho_results res;
+    assert_int_equal(stetho_results_read(eval_dir, true, &res), STETHO_OK);
+    json_t *root = json_load_file(res.path, 0, NULL);
+    assert_non_null(root);
+    int left = correct;
+    for (size_t i = 0; i < res.n_tasks; i++) {
+        const stetho_results_task *t = &res.tasks[i];
+        int c = left < (int)t->n ? left : (int)t->n, k = 0;
+        left -= c;
+        json_object_set_new(json_object_get(json_object_get(root, "results"), t->name), "exact_match,none",
+                            json_real((double)c / (double)t->n));
+        assert_non_null(t->samples_path);
+        FILE *f = fopen(t->samples_path, "r");
+        assert_non_null(f);
+        char line[65536], text[1 << 17] = "";
+        size_t used = 0;
+        while (fgets(line, sizeof line, f)) {
+            json_t *o = json_loads(line, 0, NULL);
+            assert_non_null(o);
+            json_object_set_new(o, "exact_match", json_integer(k++ < c));
+            char *d = json_dumps(o, 0);
+            used += (size_t)snprintf(text + used, sizeof text - used, "%s\n", d);
+            assert_true(used < sizeof text);
+            free(d);
+            json_decref(o);
+        }
+        fclose(f);
+        tu_write_file(t->samples_path, text, used);
+    }
+    assert_int_equal(left, 0);
+    assert_int_equal(json_dump_file(root, res.path, JSON_INDENT(1)), 0);
+    json_decref(root);
+    stetho_results_free(&res);
+}
+
+/* Spearman's rho as Pearson's r of average ranks; NaN when a side is constant. */
+static double rank_corr(const double *x, const double *y, int n) {
+    double rx[8], ry[8], mx = 0, my = 0, sxy = 0, sxx = 0, syy = 0;
+    for (int i = 0; i < n; i++) {
+        double lx = 1, ex = 0, ly = 1, ey = 0;
+        for (int j = 0; j < n; j++) {
+            if (j == i) continue;
+            lx += x[j] < x[i], ex += x[j] == x[i];
+            ly += y[j] < y[i], ey += y[j] == y[i];
+        }
+        rx[i] = lx + ex / 2, ry[i] = ly + ey / 2;
+        mx += rx[i] / n, my += ry[i] / n;
+    }
+    for (int i = 0; i < n; i++) {
+        sxy += (rx[i] - mx) * (ry[i] - my);
+        sxx += (rx[i] - mx) * (rx[i] - mx);
+        syy += (ry[i] - my) * (ry[i] - my);
+    }
+    return sxx > 0 && syy > 0 ? sxy / sqrt(sxx * syy) : NAN;
+}
+
+/* The ablation with two alphas and no all-layers control: single-layer and
+ * leave-one-out variants at the first alpha only, measured against tau in all
+ * layers at that alpha (built for it), never against the fine-tune; importance
+ * and its rank correlation with every metric checked against accuracies set by
+ * hand. Also: the diagnose settings of the YAML reach the diagnosis. */
+static void test_ablation_importance(void **state) {
+    (void)state;
+    static const char *yaml = "models: {base: base, finetuned: ft}\n"
+                              "sae_dir: saes\n"
+                              "prompts: {domain: domain.jsonl, general: general.jsonl}\n"
+                              "diagnose: {top_features: 4, k: 3, ratio: 2, smoothing: 0.25, probe_folds: 2}\n"
+                              "edit: {alpha: [0.5, 1]}\n"
+                              "variants:\n"
+                              "  stethoscope: {top_k: 1}\n"
+                              "  scalpel: false\n"
+                              "  controls: {random: false, norm: false, bottom: false, all_layers: false}\n"
+                              "  ablation: {single_layer: true, leave_one_out: true}\n"
+                              "eval: {num_fewshot: 0, max_gen_toks: 3, batch_size: 4, data: math}\n";
+    stetho_study_config c;
+    assert_int_equal(stetho_study_config_parse(&c, yaml, strlen(yaml), "ablation.yaml", g_dir), STETHO_OK);
+    const char *run = tu_path(g_dir, "ablation");
+    stetho_study_run_opts o = {0};
+    assert_int_equal(stetho_study_run(&c, run, &o), STETHO_OK);
+
+    json_t *sc = json_load_file(tu_path(run, "diagnose/scores.json"), 0, NULL), *set = json_object_get(sc, "settings");
+    assert_int_equal(json_integer_value(json_object_get(set, "k")), 3);
+    assert_true(json_number_value(json_object_get(set, "ratio")) == 2.0);
+    assert_true(json_number_value(json_object_get(set, "log_ratio_smoothing")) == 0.25);
+    assert_int_equal(json_integer_value(json_object_get(set, "probe_folds")), 2);
+    json_decref(sc);
+
+    /* correct answers of 14 per variant; the distractors (fine-tune, the other
+     * alpha) are far from the reference so that using them shows */
+    static const struct {
+        const char *name;
+        int correct;
+    } acc[] = {{"base", 2},           {"finetuned_a0.5", 13},       {"stethoscope_k1_a0.5", 1}, {"all_layers_a0.5", 10},
+               {"single_l0_a0.5", 6}, {"single_l1_a0.5", 3},        {"single_l2_a0.5", 2},      {"single_l3_a0.5", 4},
+               {"leave_one_out_l0_a0.5", 4}, {"leave_one_out_l1_a0.5", 9}, {"leave_one_out_l2_a0.5", 8},
+               {"leave_one_out_l3_a0.5", 7}, {"finetuned_a1", 0},   {"stethoscope_k1_a1", 14}};
+    json_t *s = results_of(run);
+    assert_int_equal(json_array_size(json_object_get(s, "variants")), sizeof acc / sizeof acc[0]);
+    for (size_t i = 0; i < sizeof acc / sizeof acc[0]; i++) {
+        (void)variant(s, acc[i].name); /* all there, and (the count) nothing else: no single_l0_a1 */
+        char sub[128];
+        snprintf(sub, sizeof sub, "variants/%s/eval", acc[i].name);
+        set_correct(tu_path(run, sub), acc[i].correct);
+    }
+    assert_int_equal(json_array_size(json_object_get(variant(s, "all_layers_a0.5"), "layers")), 4);
+    json_decref(s);
+
+    /* rerun: every step is up to date, the summary is made from the doctored evaluations */
+    assert_int_equal(stetho_study_run(&c, run, &o), STETHO_OK);
+    s = results_of(run);
+    json_t *abl = json_object_get(s, "ablation");
+    assert_true(json_is_object(abl));
+    assert_true(json_number_value(json_object_get(abl, "alpha")) == 0.5);
+    double want[4] = {(4 + 6) / 28.0, (1 + 1) / 28.0, (0 + 2) / 28.0, (2 + 3) / 28.0}, imp[4];
+    json_t *rows = json_object_get(abl, "layers"), *e;
+    assert_int_equal(json_array_size(rows), 4);
+    size_t i;
+    json_array_foreach(rows, i, e) {
+        imp[i] = json_number_value(json_object_get(e, "importance"));
+        if (fabs(imp[i] - want[i]) > 1e-12) fail_msg("layer %zu: importance %.17g, want %.17g", i, imp[i], want[i]);
+        assert_true(fabs(json_number_value(json_object_get(e, "single")) - (double)acc[4 + i].correct / 14) < 1e-12);
+        assert_true(fabs(json_number_value(json_object_get(e, "leave_one_out")) - (double)acc[8 + i].correct / 14) < 1e-12);
+    }
+    /* one rank correlation per metric over the scored layers 0, 1, 3 (layer 2 has no SAE) */
+    json_t *spec = json_object_get(s, "specificity"), *metrics = json_object_get(spec, "metrics");
+    json_t *corr = json_object_get(abl, "correlations");
+    assert_int_equal(json_array_size(metrics), 5);
+    assert_int_equal(json_array_size(corr), 5);
+    int n_defined = 0;
+    json_array_foreach(corr, i, e) {
+        const char *metric = json_string_value(json_object_get(e, "metric"));
+        assert_string_equal(metric, json_string_value(json_array_get(metrics, i)));
+        double x[4], y[4];
+        int n = 0;
+        size_t j;
+        json_t *row;
+        json_array_foreach(json_object_get(spec, "layers"), j, row) {
+            json_t *v = json_object_get(json_object_get(row, "scores"), metric);
+            if (json_is_number(v)) x[n] = json_number_value(v), y[n++] = imp[j];
+        }
+        assert_int_equal(n, 3);
+        assert_int_equal(json_integer_value(json_object_get(e, "n")), 3);
+        double rho = rank_corr(x, y, n);
+        json_t *got = json_object_get(e, "rho");
+        if (isnan(rho)) {
+            assert_true(json_is_null(got));
+            continue;
+        }
+        n_defined++;
+        if (!json_is_number(got) || fabs(json_number_value(got) - rho) > 1e-12)
+            fail_msg("%s: rho %s, want %.17g", metric, json_dumps(e, 0), rho);
+        double p = json_number_value(json_object_get(e, "p"));
+        assert_true(p > 0 && p <= 1 && json_is_true(json_object_get(e, "exact")));
+    }
+    assert_true(n_defined > 0);
+    json_decref(s);
+    stetho_study_config_free(&c);
+}
+
 /* Interrupt the study with a failing write (or allocation) at points spread
  * over the run, rerun, and compare with the uninterrupted run. */
 static void test_interrupted_runs_resume(void **state) {
@@ -275,6 +440,14 @@ static void test_refusals(void **state) {
     assert_non_null(strstr(stetho_last_error(), "top_k 9 exceeds the model's 4 layers"));
     assert_false(tu_exists(tu_path(g_dir, "bigk")));
     stetho_study_config_free(&c);
+    /* diagnose.k beyond the SAEs' features: diagnose's error, naming d_sae */
+    static const char *wide_k = "models: {base: base, finetuned: ft}\nsae_dir: saes\n"
+                                "prompts: {domain: domain.jsonl, general: general.jsonl}\n"
+                                "diagnose: {k: 25, top_features: 4}\nvariants: {scalpel: false}\neval: {data: math}\n";
+    assert_int_equal(stetho_study_config_parse(&c, wide_k, strlen(wide_k), "wk.yaml", g_dir), STETHO_OK);
+    assert_int_equal(stetho_study_run(&c, tu_path(g_dir, "widek"), &o), STETHO_ERR_INVALID);
+    assert_non_null(strstr(stetho_last_error(), "K = 25 is larger than the 24 features (d_sae) of the layer 0 SAE"));
+    stetho_study_config_free(&c);
 }
 
 int main(void) {
@@ -282,6 +455,7 @@ int main(void) {
         cmocka_unit_test(test_run_and_summary),
         cmocka_unit_test(test_interrupted_runs_resume),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_ablation_importance),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

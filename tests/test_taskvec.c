@@ -357,6 +357,51 @@ static void test_fault_injection(void **state) {
     stetho_checkpoint_close(&b);
 }
 
+/* Short writes are not errors: every write loop must carry on with the rest,
+ * and the output must come out byte for byte the same. */
+static void test_short_writes(void **state) {
+    (void)state;
+    stetho_checkpoint b, f;
+    open_ok(&b, tu_path(g_dir, "base-bf16"));
+    open_ok(&f, tu_path(g_dir, "ft-bf16"));
+    stetho_selection all = select_all(4);
+    stetho_edit_opts eo = {.alpha = 1, .shard_size = 20000};
+    const char *scratch = tu_tmpdir("taskvec-short");
+    const char *ref = tu_path(scratch, "ref"), *tv_ref = tu_path(scratch, "ref.safetensors");
+    stetho_tv_report rep;
+    stetho_fault_short_write_after(0);
+    assert_int_equal(stetho_taskvec_edit(&b, &f, true, &all, &eo, ref), STETHO_OK);
+    uint64_t n_edit = stetho_fault_short_write_after(0);
+    assert_int_equal(stetho_taskvec_diff(&b, &f, tv_ref, NULL, &rep), STETHO_OK);
+    stetho_tv_report_free(&rep);
+    uint64_t n_diff = stetho_fault_short_write_after(0);
+    print_message("write(2) calls: edit %llu, diff %llu\n", (unsigned long long)n_edit, (unsigned long long)n_diff);
+    assert_true(n_edit > 2 && n_diff >= 1);
+    char cmd[8400];
+    for (uint64_t n = 1; n <= n_edit; n++) {
+        const char *p = tu_path(scratch, "out");
+        stetho_fault_short_write_after(n);
+        assert_int_equal(stetho_taskvec_edit(&b, &f, true, &all, &eo, p), STETHO_OK);
+        stetho_fault_short_write_after(0);
+        snprintf(cmd, sizeof cmd, "diff -r '%s' '%s' >/dev/null && rm -rf '%s'", ref, p, p);
+        if (system(cmd) != 0) fail_msg("edit: a short write at write %llu changed the output", (unsigned long long)n);
+    }
+    for (uint64_t n = 1; n <= n_diff; n++) {
+        const char *tv = tu_path(scratch, "tv.safetensors");
+        stetho_fault_short_write_after(n);
+        assert_int_equal(stetho_taskvec_diff(&b, &f, tv, NULL, &rep), STETHO_OK);
+        stetho_fault_short_write_after(0);
+        stetho_tv_report_free(&rep);
+        snprintf(cmd, sizeof cmd, "cmp -s '%s' '%s' && rm -f '%s'", tv_ref, tv, tv);
+        if (system(cmd) != 0) fail_msg("diff: a short write at write %llu changed the output", (unsigned long long)n);
+    }
+    print_message("short writes: %llu points in edit, %llu in diff, outputs identical\n", (unsigned long long)n_edit,
+                  (unsigned long long)n_diff);
+    free(all.layers);
+    stetho_checkpoint_close(&f);
+    stetho_checkpoint_close(&b);
+}
+
 static void test_specs(void **state) {
     (void)state;
     bool sel[12];
@@ -393,6 +438,7 @@ int main(void) {
         cmocka_unit_test(test_f32_and_sharding),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_fault_injection),
+        cmocka_unit_test(test_short_writes),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }

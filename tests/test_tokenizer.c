@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <time.h>
 
 static double now_s(void) {
@@ -473,6 +474,18 @@ static void test_bad_files(void **state) {
                      STETHO_ERR_UNSUPPORTED);
     assert_int_equal(load_bad("tok_array", "[1,2]", &tok), STETHO_ERR_FORMAT);
     assert_int_equal(stetho_tokenizer_load(&tok, "/nonexistent/dir/tokenizer.json"), STETHO_ERR_NOTFOUND);
+    /* a file far larger than any real tokenizer is refused before parsing
+     * (sparse: no disk is used) */
+    {
+        const char *dir = tu_tmpdir("tok_huge"), *path = tu_path(dir, "tokenizer.json");
+        FILE *f = fopen(path, "wb");
+        assert_non_null(f);
+        assert_int_equal(fputc('{', f), '{');
+        fclose(f);
+        assert_int_equal(truncate(path, (off_t)600 << 20), 0);
+        assert_int_equal(stetho_tokenizer_load(&tok, path), STETHO_ERR_FORMAT);
+        assert_non_null(strstr(stetho_last_error(), "limit 512 MB"));
+    }
     /* a model directory without tokenizer.json */
     assert_int_equal(stetho_tokenizer_load(&tok, tu_tmpdir("tok_emptydir")), STETHO_ERR_NOTFOUND);
     assert_non_null(strstr(stetho_last_error(), "tokenizer.json"));

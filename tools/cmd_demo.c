@@ -92,11 +92,11 @@ static int write_config(const char *path, const char *world, long limit, long to
     /* the shipped world carries small prompt sets; a built one has its training data */
     pick(dom, sizeof dom, world, "data/prompts/domain.jsonl", "data/math/train.jsonl");
     pick(gen, sizeof gen, world, "data/prompts/general.jsonl", "data/general/general_prompts.jsonl");
-    char tmp[2 * PATH_MAX];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *f = open_memstream(&text, &text_len);
     if (!f) {
-        cli_error(NULL, "%s: cannot write: %s", tmp, strerror(errno));
+        cli_error(NULL, "out of memory");
         return CLI_EXIT_FAIL;
     }
     fprintf(f, "# The tiny world's study, written by `stetho demo` (rerun it with `stetho study`).\n");
@@ -122,12 +122,9 @@ static int write_config(const char *path, const char *world, long limit, long to
     fprintf(f, "\nperplexity:\n  input: ");
     yaml_str(f, held);
     fprintf(f, "\n  max_tokens: 256\n");
-    if (fclose(f) || rename(tmp, path)) {
-        cli_error(NULL, "%s: cannot write: %s", path, strerror(errno));
-        remove(tmp);
-        return CLI_EXIT_FAIL;
-    }
-    return 0;
+    stetho_status st = fclose(f) ? STETHO_ERR_NOMEM : stetho_write_file(path, text, text_len);
+    free(text);
+    return st ? cli_fail(st, NULL) : 0;
 }
 
 static double num(json_t *o, const char *k) {

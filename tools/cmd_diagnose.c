@@ -39,10 +39,11 @@ static const char *help =
     "                                      (F-fold cross-validated, mean-pooled prompts)\n"
     "  --max-tokens N     truncate prompts to N tokens incl. BOS (default: the context)\n"
     "  --limit N          use the first N prompts of each set (default: all)\n"
-    "  --k K              K of topk_contrast, effect and probe (default 8)\n"
+    "  --k K              K of topk_contrast, effect and probe (default 8; at most d_sae)\n"
     "  --ratio R          frequency-ratio threshold of 'domain-specific' (default 4)\n"
     "  --smoothing A      pseudo-count of the log frequency ratio (default 0.5)\n"
-    "  --top-features N   features listed per layer, by mass contrast (default 32)\n"
+    "  --top-features N   features listed per layer, by mass contrast (default 32; at\n"
+    "                     most d_sae: only the defaults are capped at a narrower SAE)\n"
     "  --probe-folds F    cross-validation folds of the probe (default 5)\n"
     "  --force            replace existing outputs\n"
     "  --quiet            no progress on stderr\n"
@@ -147,7 +148,8 @@ int cmd_diagnose(int argc, char **argv) {
     st = stetho_diagnose_run(model, sae_dir, dom, gen, &o, &r);
     if (st) {
         free(tsv), free(svg);
-        return cli_fail(st, NULL);
+        bool width = st == STETHO_ERR_INVALID && strstr(stetho_last_error(), "(d_sae)");
+        return cli_fail(st, width ? "lower --k / --top-features to at most the SAE's d_sae ('stetho sae inspect DIR' shows it)" : NULL);
     }
     int rc = 0;
     printf("%zu domain prompts (%llu tokens), %zu general prompts (%llu tokens)%s\n", r.n_prompts[0],

@@ -5,6 +5,8 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <unistd.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,21 +74,17 @@ static void print_table(const stetho_tv_report *rep) {
 }
 
 static int write_text_file(const char *path, const char *text) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) {
-        cli_error(NULL, "%s: cannot create", path);
+    size_t n = strlen(text);
+    char *body = malloc(n + 2);
+    if (!body) {
+        cli_error(NULL, "out of memory");
         return CLI_EXIT_FAIL;
     }
-    bool ok = fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-    ok = (fclose(f) == 0) && ok;
-    if (!ok || rename(tmp, path) != 0) {
-        remove(tmp);
-        cli_error(NULL, "%s: write failed", path);
-        return CLI_EXIT_FAIL;
-    }
-    return 0;
+    memcpy(body, text, n);
+    body[n] = '\n';
+    stetho_status st = stetho_write_file(path, body, n + 1);
+    free(body);
+    return st ? cli_fail(st, NULL) : 0;
 }
 
 int cmd_diff(int argc, char **argv) {
@@ -133,13 +131,25 @@ int cmd_diff(int argc, char **argv) {
     }
     stetho_tv_report rep;
     int rc = 0;
-    st = stetho_taskvec_diff(&base, &ft, out, &o, &rep);
+    /* with --json the task vector goes to a temporary name first, renamed
+     * into place only once the report is written too: a failed command
+     * leaves neither */
+    char *staged = NULL;
+    if (out && json_path) {
+        size_t n = strlen(out) + 32;
+        if (!(staged = malloc(n))) {
+            stetho_checkpoint_close(&ft);
+            stetho_checkpoint_close(&base);
+            cli_error(NULL, "out of memory");
+            return CLI_EXIT_FAIL;
+        }
+        snprintf(staged, n, "%s.staged.%ld", out, (long)getpid());
+    }
+    st = stetho_taskvec_diff(&base, &ft, staged ? staged : out, &o, &rep);
     if (st) {
         rc = cli_fail(st, st == STETHO_ERR_MISMATCH ? "BASE and FINETUNED must be the same architecture; --allow-missing skips tensors only one has"
                                                    : NULL);
     } else {
-        print_table(&rep);
-        if (out) printf("wrote %s (%s)\n", out, stetho_dtype_name(o.out_dtype));
         if (json_path) {
             char *text;
             if ((st = stetho_tv_report_json(&rep, base.path, ft.path, &text))) rc = cli_fail(st, NULL);
@@ -148,7 +158,20 @@ int cmd_diff(int argc, char **argv) {
                 free(text);
             }
         }
+        if (staged && !rc && rename(staged, out) != 0) {
+            cli_error(NULL, "%s: cannot rename into place: %s", out, strerror(errno));
+            remove(json_path);
+            rc = CLI_EXIT_FAIL;
+        }
+        if (!rc) {
+            print_table(&rep);
+            if (out) printf("wrote %s (%s)\n", out, stetho_dtype_name(o.out_dtype));
+        }
         stetho_tv_report_free(&rep);
+    }
+    if (staged) {
+        remove(staged); /* gone already unless something failed */
+        free(staged);
     }
     stetho_checkpoint_close(&ft);
     stetho_checkpoint_close(&base);

@@ -16,7 +16,9 @@ static const char *help =
     "builds its prompts and scores them (docs/eval.md), with stetho's LaTeX\n"
     "equivalence check. Writes DIR/results_<timestamp>.json shaped like lm-eval's and,\n"
     "with --log-samples, DIR/samples_<task>_<timestamp>.jsonl. An interrupted run\n"
-    "resumes: rerun the same command.\n"
+    "resumes: rerun the same command (generations are reused only when the model,\n"
+    "--num-fewshot, --max-gen-toks and --chat are the same; otherwise it starts\n"
+    "afresh and says so).\n"
     "  --tasks T          minerva_math (the 7 subjects and their group),\n"
     "                     minerva_math500, or subtasks: minerva_math_algebra,\n"
     "                     minerva_math_counting_and_prob, minerva_math_geometry,\n"
@@ -32,7 +34,12 @@ static const char *help =
     "  --output-path DIR  where results go (created)\n"
     "  --log-samples      also write every problem's prompt, generation and verdict\n"
     "  --threads N        worker threads (default: all cores)\n"
-    "  --quiet            no progress bar\n";
+    "  --quiet            no progress bar (notes about resuming are still printed)\n";
+
+static void on_notice(void *user, const char *task, const char *message) {
+    (void)user;
+    fprintf(stderr, "stetho: note: %s: %s\n", task, message);
+}
 
 static void on_progress(void *user, const char *task, size_t done, size_t total, size_t correct, double elapsed) {
     (void)user;
@@ -96,9 +103,13 @@ int cmd_eval(int argc, char **argv) {
     o.model_args = margs;
     if (!quiet && isatty(2)) o.progress = on_progress;
     else if (!quiet) o.progress = NULL;
+    o.notice = on_notice;
+    /* a typo in --tasks should not cost a model load */
+    stetho_status st = stetho_eval_check_tasks(o.tasks);
+    if (st) return cli_fail(st, "see 'stetho eval --help' for the task names");
     stetho_model m;
     stetho_tokenizer tok;
-    stetho_status st = stetho_model_load(&m, model_path);
+    st = stetho_model_load(&m, model_path);
     if (st) return cli_fail(st, "MODEL must be a Hugging Face model directory (config.json + safetensors)");
     if ((st = stetho_tokenizer_load(&tok, model_path))) {
         stetho_model_free(&m);
@@ -109,8 +120,7 @@ int cmd_eval(int argc, char **argv) {
     int rc = 0;
     if (st) {
         const char *msg = stetho_last_error();
-        rc = cli_fail(st, strstr(msg, "unknown task") ? NULL
-                          : strstr(msg, "test.jsonl") ? "point --data at a directory with test.jsonl (MATH fields)" : NULL);
+        rc = cli_fail(st, strstr(msg, "test.jsonl") ? "point --data at a directory with test.jsonl (MATH fields)" : NULL);
     } else {
         uint64_t k = 0, n = 0;
         printf("%-36s %8s %8s %9s\n", "task", "correct", "n", "accuracy");

@@ -1,9 +1,8 @@
 /* stetho grade --input GENERATIONS.jsonl: grade generations made anywhere with
  * lm-eval's minerva_math extraction and stetho's equivalence rule, line by line. */
 #include "cli.h"
-#include "stetho/answer.h"
+#include "stetho/grade.h"
 #include "stetho/jsonl.h"
-#include "stetho/latex.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -15,16 +14,18 @@ static const char *help =
     "\n"
     "Each input line is a JSON object with \"generation\" (the model's text after\n"
     "\"Solution:\") and either \"solution\" (a MATH solution; the gold answer is its last\n"
-    "\\boxed{}) or \"answer\" (the gold answer itself). Each output line is the input object\n"
-    "plus \"extracted\" (lm-eval's get_unnormalized_answer), \"normalized\"\n"
-    "(normalize_final_answer), \"gold\" (normalised gold) and \"correct\". Accuracy goes\n"
-    "to stderr.\n"
+    "\\boxed{}) or \"answer\" (the gold answer itself; it wins when both are given).\n"
+    "Each output line is the input object plus \"extracted\" (lm-eval's\n"
+    "get_unnormalized_answer), \"normalized\" (normalize_final_answer), \"gold\"\n"
+    "(normalised gold) and \"correct\", decided exactly as `stetho eval` decides it\n"
+    "(docs/grading.md). Accuracy goes to stderr.\n"
     "  -i, --input PATH    generations (\"-\" = stdin)\n"
     "  -o, --output PATH   graded JSONL (default: stdout); written to PATH.tmp, then renamed\n"
     "  --skip-bad          skip malformed lines (counted and reported) instead of stopping\n";
 
-/* Grade the reader's current object in place. Returns a status; on failure the
- * library message names the line. */
+/* Grade the reader's current object in place, with the rule `stetho eval` uses
+ * (stetho/grade.h). Returns a status; on failure the library message names the
+ * line. */
 static stetho_status grade_line(stetho_jsonl_reader *r, bool *correct) {
     json_t *o = r->obj;
     const char *gen = stetho_jsonl_string(r, "generation");
@@ -35,37 +36,16 @@ static stetho_status grade_line(stetho_jsonl_reader *r, bool *correct) {
         stetho_jsonl_string(r, "solution"); /* sets "path:line: missing string field" */
         return STETHO_ERR_FORMAT;
     }
-    char *gold_raw = NULL, *gold = NULL, *extracted = NULL, *normalized = NULL, *boxed = NULL;
-    stetho_status st = STETHO_OK;
-    if (solution) {
-        if ((st = stetho_answer_last_boxed(solution, &boxed))) goto out;
-        /* a solution without a usable box has no gold: grade wrong, gold "" */
-        if (!boxed || stetho_answer_remove_boxed(boxed, &gold_raw)) {
-            stetho_clear_error();
-            if (!(gold_raw = strdup(""))) st = STETHO_ERR_NOMEM;
-            if (st) goto out;
-        }
-    } else if (!(gold_raw = strdup(answer))) {
+    stetho_grade_result g;
+    stetho_status st = stetho_grade_generation(gen, solution, answer, &g);
+    if (st) return st;
+    *correct = g.correct;
+    if (json_object_set_new(o, "extracted", json_string(g.extracted)) ||
+        json_object_set_new(o, "normalized", json_string(g.normalized)) ||
+        json_object_set_new(o, "gold", json_string(g.gold)) ||
+        json_object_set_new(o, "correct", json_boolean(g.correct)))
         st = STETHO_ERR_NOMEM;
-        goto out;
-    }
-    if ((st = stetho_answer_normalize(gold_raw, &gold))) goto out;
-    if ((st = stetho_answer_extract(gen, &extracted))) goto out;
-    if ((st = stetho_answer_normalize(extracted, &normalized))) goto out;
-    *correct = false;
-    if (*gold_raw && strcmp(extracted, STETHO_ANSWER_INVALID) != 0 &&
-        (st = stetho_latex_grade(gold_raw, gold, extracted, normalized, correct)))
-        goto out;
-    if (json_object_set_new(o, "extracted", json_string(extracted)) ||
-        json_object_set_new(o, "normalized", json_string(normalized)) ||
-        json_object_set_new(o, "gold", json_string(gold)) || json_object_set_new(o, "correct", json_boolean(*correct)))
-        st = STETHO_ERR_NOMEM;
-out:
-    free(boxed);
-    free(gold_raw);
-    free(gold);
-    free(extracted);
-    free(normalized);
+    stetho_grade_result_free(&g);
     return st;
 }
 
@@ -92,23 +72,15 @@ int cmd_grade(int argc, char **argv) {
     stetho_jsonl_reader r;
     stetho_status st = stetho_jsonl_open(&r, in);
     if (st) return cli_fail(st, NULL);
-    char *tmp = NULL;
-    FILE *f = stdout;
-    if (out) {
-        size_t n = strlen(out) + 5;
-        tmp = malloc(n);
-        if (!tmp) {
-            stetho_jsonl_close(&r);
-            cli_error(NULL, "out of memory");
-            return CLI_EXIT_FAIL;
-        }
-        snprintf(tmp, n, "%s.tmp", out);
-        if (!(f = fopen(tmp, "w"))) {
-            cli_error(NULL, "%s: cannot create", tmp);
-            stetho_jsonl_close(&r);
-            free(tmp);
-            return CLI_EXIT_FAIL;
-        }
+    /* --output: the graded lines are collected and written in one go through
+     * a temporary name, so a failure leaves no partial file */
+    char *buf = NULL;
+    size_t buf_len = 0;
+    FILE *f = out ? open_memstream(&buf, &buf_len) : stdout;
+    if (!f) {
+        stetho_jsonl_close(&r);
+        cli_error(NULL, "out of memory");
+        return CLI_EXIT_FAIL;
     }
     size_t total = 0, right = 0, skipped = 0;
     int rc = 0;
@@ -140,12 +112,12 @@ int cmd_grade(int argc, char **argv) {
     stetho_jsonl_close(&r);
     if (out) {
         bool ok = fclose(f) == 0;
-        if (!rc && (!ok || rename(tmp, out) != 0)) {
-            cli_error(NULL, "%s: write failed", out);
+        if (!rc && !ok) {
+            cli_error(NULL, "out of memory");
             rc = CLI_EXIT_FAIL;
         }
-        if (rc) remove(tmp);
-        free(tmp);
+        if (!rc && (st = stetho_write_file(out, buf, buf_len))) rc = cli_fail(st, NULL);
+        free(buf);
     } else if (fflush(stdout) != 0 && !rc) {
         cli_error(NULL, "stdout: write failed");
         rc = CLI_EXIT_FAIL;

@@ -61,17 +61,6 @@ static int sae_inspect(int argc, char **argv) {
     return 0;
 }
 
-typedef struct {
-    int idx;
-    float val;
-} scored;
-
-static int by_value_desc(const void *a, const void *b) {
-    const scored *x = a, *y = b;
-    if (x->val != y->val) return x->val > y->val ? -1 : 1;
-    return x->idx - y->idx;
-}
-
 static int sae_encode(int argc, char **argv) {
     const char *dir = NULL, *in = NULL, *out = NULL, *tensor = NULL, *val = NULL;
     long top = 0;
@@ -136,34 +125,32 @@ static int sae_encode(int argc, char **argv) {
         rc = cli_usage("sae", "--top %ld exceeds d_sae = %d", top, s.d_sae);
         goto done;
     }
-    size_t n = (size_t)t->shape[0], dm = (size_t)s.d_model, ds = (size_t)s.d_sae;
-    float *x = malloc(n * dm * sizeof *x + 1), *acts = malloc(n * ds * sizeof *acts + 1);
+    /* blocks of tokens: with --top only a block's dense activations exist at a time */
+    size_t n = (size_t)t->shape[0], dm = (size_t)s.d_model, ds = (size_t)s.d_sae, K = (size_t)top;
+    unsigned bits = stetho_dtype_bits(t->dtype);
+    size_t blk = n < 1024 || bits % 8 ? (n ? n : 1) : 1024; /* sub-byte dtypes: one block */
+    float *x = malloc(blk * dm * sizeof *x + 1), *blk_acts = top ? malloc(blk * ds * sizeof *blk_acts + 1) : NULL;
+    float *acts = top ? NULL : malloc(n * ds * sizeof *acts + 1);
     float *xh = recon ? malloc(n * dm * sizeof *xh + 1) : NULL;
-    if (!x || !acts || (recon && !xh)) {
+    int32_t *ti = top ? malloc(n * K * sizeof *ti + 1) : NULL;
+    float *tv = top ? malloc(n * K * sizeof *tv + 1) : NULL;
+    if (!x || (top ? !blk_acts || !ti || !tv : !acts) || (recon && !xh)) {
         cli_error("encode fewer tokens at a time", "out of memory for %zu tokens x %zu features", n, ds);
         rc = CLI_EXIT_FAIL;
     }
-    if (!rc) stetho_convert_to_f32(x, t->data, t->dtype, n * dm);
-    if (!rc && (st = stetho_sae_encode(&s, x, n, acts))) rc = cli_fail(st, NULL);
-    if (!rc && recon && (st = stetho_sae_decode(&s, acts, x, n, xh))) rc = cli_fail(st, NULL);
+    size_t elt = bits / 8;
+    for (size_t r0 = 0; !rc && r0 < n; r0 += blk) {
+        size_t m = n - r0 < blk ? n - r0 : blk;
+        float *a = top ? blk_acts : acts + r0 * ds;
+        stetho_convert_to_f32(x, (const uint8_t *)t->data + r0 * dm * elt, t->dtype, m * dm);
+        if ((st = stetho_sae_encode(&s, x, m, a))) rc = cli_fail(st, NULL);
+        else if (recon && (st = stetho_sae_decode(&s, a, x, m, xh + r0 * dm))) rc = cli_fail(st, NULL);
+        else if (top && (st = stetho_sae_top_k(a, m, s.d_sae, (int)top, ti + r0 * K, tv + r0 * K))) rc = cli_fail(st, NULL);
+    }
     if (!rc) {
         stetho_tensor outs[3];
         size_t no = 0;
-        int32_t *ti = NULL;
-        float *tv = NULL;
         if (top) {
-            ti = malloc(n * (size_t)top * sizeof *ti + 1);
-            tv = malloc(n * (size_t)top * sizeof *tv + 1);
-            scored *row = malloc(ds * sizeof *row);
-            for (size_t r = 0; r < n; r++) {
-                for (size_t j = 0; j < ds; j++) row[j] = (scored){(int)j, acts[r * ds + j]};
-                qsort(row, ds, sizeof *row, by_value_desc);
-                for (long k = 0; k < top; k++) {
-                    ti[r * (size_t)top + (size_t)k] = row[k].idx;
-                    tv[r * (size_t)top + (size_t)k] = row[k].val;
-                }
-            }
-            free(row);
             outs[no++] = (stetho_tensor){.name = "top_indices", .dtype = STETHO_DTYPE_I32, .ndim = 2,
                                          .shape = {n, (uint64_t)top}, .nbytes = n * (uint64_t)top * 4, .data = ti};
             outs[no++] = (stetho_tensor){.name = "top_values", .dtype = STETHO_DTYPE_F32, .ndim = 2,
@@ -179,10 +166,11 @@ static int sae_encode(int argc, char **argv) {
         if ((st = stetho_st_write_tensors(out, outs, no, meta, 2))) rc = cli_fail(st, NULL);
         else printf("encoded %zu tokens from '%s' with %s (%s, d_sae %d) -> %s\n", n, t->name, dir,
                     stetho_sae_arch_name(s.arch), s.d_sae, out);
-        free(ti);
-        free(tv);
     }
+    free(ti);
+    free(tv);
     free(x);
+    free(blk_acts);
     free(acts);
     free(xh);
 done:
@@ -614,13 +602,16 @@ static int sae_train(int argc, char **argv) {
     }
     if (a.json) {
         char *text = json_dumps(report, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-        FILE *f = text ? fopen(a.json, "w") : NULL;
-        bool ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
-        if (f) ok = fclose(f) == 0 && ok;
-        free(text);
-        if (!ok) {
-            cli_error(NULL, "%s: cannot write the report: %s", a.json, strerror(errno));
+        size_t n = text ? strlen(text) : 0;
+        char *body = text ? realloc(text, n + 2) : NULL;
+        if (!body) {
+            free(text);
+            cli_error(NULL, "out of memory for the report");
             rc = CLI_EXIT_FAIL;
+        } else {
+            body[n] = '\n';
+            if ((st = stetho_write_file(a.json, body, n + 1))) rc = cli_fail(st, NULL);
+            free(body);
         }
     }
     goto done;
@@ -738,7 +729,10 @@ static int sae_eval(int argc, char **argv) {
     uint64_t used = 0;
     long prompts = 0;
     if ((st = stetho_sae_evaluator_init(&ev, &m, ptrs, n, ignore, n_ignore, downstream))) {
-        rc = cli_fail(st, strstr(stetho_last_error(), "hook") ? "set the hook with --hook" : NULL);
+        const char *e = stetho_last_error();
+        rc = cli_fail(st, strstr(e, "d_model") ? "the SAE was trained on another model: use one for MODEL's residual stream"
+                          : strstr(e, "outside the model's layers") ? "choose a layer the model has with --hook"
+                                                                   : NULL);
         goto out;
     }
     if ((st = stetho_texts_open(&ts, input, &tok, field, max_tok))) {

@@ -10,7 +10,8 @@
 static const char *help =
     "usage: stetho toy build -o DIR [--seed S] [--quick] [--general DIR] [--threads N]\n"
     "                        [--base-tokens N] [--ft-tokens N] [--base-math-frac F]\n"
-    "                        [--base-drill-frac F]\n"
+    "                        [--base-drill-frac F] [--base-bare-templates F]\n"
+    "                        [--base-bare-share F]\n"
     "                        [--base-lr LR] [--ft-lr LR] [--ft-math-frac F]\n"
     "                        [--base-from DIR] [--probe N] [--probe-every TOKENS]\n"
     "                        [--no-saes] [--f32] [--quiet]\n"
@@ -35,6 +36,10 @@ static const char *help =
     "  --base-math-frac F  share of math in the base stream (default 0.75)\n"
     "  --base-drill-frac F  share of the base's math that is arithmetic drills\n"
     "                    (default 0.25)\n"
+    "  --base-bare-templates F  share of each subject's templates whose problems the\n"
+    "                    base mostly sees as answer keys, answer only (default 0.6)\n"
+    "  --base-bare-share F  share of those templates' problems shown that way\n"
+    "                    (default 0.75; 0 = every problem with its worked solution)\n"
     "  --ft-math-frac F  share of math in the fine-tune stream (default 0.75)\n"
     "  --base-lr LR, --ft-lr LR  peak learning rates (defaults 2e-3, 5e-4;\n"
     "                    each decays to a tenth by a cosine)\n"
@@ -74,7 +79,7 @@ int cmd_toy(int argc, char **argv) {
     bool bad = false, quick = false, quiet = false, f32 = false, no_saes = false;
     const char *base_from = NULL;
     long seed = 1, threads = 0, base_tokens = 0, ft_tokens = 0, probe_n = -1, probe_every = 0;
-    double base_frac = -1, drill_frac = -1, ft_frac = -1, base_lr = -1, ft_lr = -1;
+    double base_frac = -1, drill_frac = -1, ft_frac = -1, base_lr = -1, ft_lr = -1, bare_t = -1, bare_s = -1;
     for (int i = 2; i < argc && !bad; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(help, stdout);
@@ -106,6 +111,13 @@ int cmd_toy(int argc, char **argv) {
             if (!bad && !cli_parse_double("toy", "--base-drill-frac", val, &drill_frac)) return CLI_EXIT_USAGE;
             if (!bad && !(drill_frac >= 0 && drill_frac < 1))
                 return cli_usage("toy", "--base-drill-frac must be in [0, 1)");
+        } else if (cli_opt(argc, argv, &i, "--base-bare-templates", &val, &bad, "toy")) {
+            if (!bad && !cli_parse_double("toy", "--base-bare-templates", val, &bare_t)) return CLI_EXIT_USAGE;
+            if (!bad && !(bare_t >= 0 && bare_t <= 1))
+                return cli_usage("toy", "--base-bare-templates must be in [0, 1]");
+        } else if (cli_opt(argc, argv, &i, "--base-bare-share", &val, &bad, "toy")) {
+            if (!bad && !cli_parse_double("toy", "--base-bare-share", val, &bare_s)) return CLI_EXIT_USAGE;
+            if (!bad && !(bare_s >= 0 && bare_s <= 1)) return cli_usage("toy", "--base-bare-share must be in [0, 1]");
         } else if (cli_opt(argc, argv, &i, "--ft-math-frac", &val, &bad, "toy")) {
             if (!bad && !cli_parse_double("toy", "--ft-math-frac", val, &ft_frac)) return CLI_EXIT_USAGE;
             if (!bad && !(ft_frac >= 0 && ft_frac <= 1)) return cli_usage("toy", "--ft-math-frac must be in [0, 1]");
@@ -127,6 +139,8 @@ int cmd_toy(int argc, char **argv) {
     if (base_frac >= 0) o.base.math_frac = base_frac;
     if (drill_frac >= 0) o.base.drill_frac = drill_frac;
     if (ft_frac >= 0) o.ft.math_frac = ft_frac;
+    if (bare_t >= 0) o.base.bare_templates = bare_t;
+    if (bare_s >= 0) o.base.bare_share = bare_s;
     if (base_lr > 0) o.base.lr = base_lr, o.base.min_lr = base_lr / 10;
     if (ft_lr > 0) o.ft.lr = ft_lr, o.ft.min_lr = ft_lr / 10;
     if (probe_n >= 0) o.probe_limit = (int)probe_n;

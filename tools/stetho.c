@@ -4,6 +4,7 @@
 #include "commands.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct {
@@ -38,7 +39,18 @@ static void usage(FILE *out) {
         fprintf(out, "  %-12s %s\n", commands[i].verb, commands[i].summary);
 }
 
+/* Fault injection for tests/cli_faults.sh (SQLite style, through the whole
+ * CLI): STETHO_FAULT_WRITE=N fails the Nth write to an output file,
+ * STETHO_FAULT_ALLOC=N the Nth allocation. A testing hook, documented in
+ * docs/design.md; unset, nothing changes. */
+static void faults_from_env(void) {
+    const char *w = getenv("STETHO_FAULT_WRITE"), *a = getenv("STETHO_FAULT_ALLOC");
+    if (w && *w) stetho_fault_write_after(strtoull(w, NULL, 10));
+    if (a && *a) stetho_fault_alloc_after(strtoull(a, NULL, 10));
+}
+
 int main(int argc, char **argv) {
+    faults_from_env();
     if (argc < 2) {
         usage(stderr);
         return CLI_EXIT_USAGE;

@@ -38,6 +38,15 @@ void stetho_clear_error(void);
 uint64_t stetho_fault_alloc_after(uint64_t n);
 /* Same for writes: the Nth write to an output file fails with ENOSPC. */
 uint64_t stetho_fault_write_after(uint64_t n);
+/* Short writes: the Nth write(2) of a write loop writes only part of what it
+ * was given (no error), so the loop must carry on with the rest. */
+uint64_t stetho_fault_short_write_after(uint64_t n);
+
+/* Write len bytes to path through a temporary name in the same directory,
+ * renamed into place once every byte is written and the file closed: on
+ * failure neither the temporary nor a partial path is left behind (an
+ * existing path is untouched). */
+stetho_status stetho_write_file(const char *path, const void *data, size_t len);
 
 /* Number of threads stetho uses (OpenMP); 0 = the default. */
 void stetho_set_threads(int n);

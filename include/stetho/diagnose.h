@@ -57,14 +57,19 @@ bool stetho_metric_from_name(const char *name, stetho_metric *out);
 /* One line saying what the score is. */
 const char *stetho_metric_description(stetho_metric m);
 
+#define STETHO_DIAG_DEFAULT_K 8
+#define STETHO_DIAG_DEFAULT_TOP_FEATURES 32
+
 typedef struct {
     stetho_metric metric;  /* the score written as "score" and used for ranking */
     double ratio;          /* R: a feature is domain-specific when its smoothed frequency ratio exceeds R (default 4) */
     double smoothing;      /* pseudo-count a of the log frequency ratio (default 0.5) */
-    int k;                 /* K of TOPK_CONTRAST, EFFECT and PROBE (default 8) */
+    int k;                 /* K of TOPK_CONTRAST, EFFECT and PROBE (0: STETHO_DIAG_DEFAULT_K, capped at a
+                            * narrower SAE's d_sae; a K above a layer's d_sae is an error) */
     int probe_folds;       /* F (default 5; fewer when a set has fewer prompts) */
     double probe_l2;       /* ridge penalty of the probe on standardised features (default 1) */
-    int top_features;      /* features listed per layer, best mass contrast first (default 32) */
+    int top_features;      /* features listed per layer, best mass contrast first (0: the default
+                            * STETHO_DIAG_DEFAULT_TOP_FEATURES, capped like k; above d_sae: an error) */
     int max_tokens;        /* tokens per prompt incl. BOS, longer prompts truncated (0 = the model's context) */
     size_t limit;          /* prompts per set (0 = all) */
     const char *field;     /* JSONL field of the prompt text (NULL: "text", else "problem") */

@@ -6,8 +6,12 @@
  * lm-eval-shaped results_<timestamp>.json + samples_<task>_<timestamp>.jsonl.
  *
  * Resumable: every graded problem is appended to
- * OUTPUT/.samples_<task>.partial.jsonl as it finishes; a rerun with the same
- * prompts reuses those generations and only generates the rest. */
+ * OUTPUT/.samples_<task>.partial.jsonl as it finishes; a rerun reuses those
+ * generations and only generates the rest, but only when the file's header
+ * names the same task, model content (a hash of config.json and every
+ * tensor), num_fewshot, max_gen_toks, chat and stop strings, and each line's
+ * prompt and prompt token ids are this run's. A file from any other run is
+ * discarded whole, and the notice callback says why (docs/eval.md). */
 #ifndef STETHO_EVAL_H
 #define STETHO_EVAL_H
 
@@ -24,6 +28,9 @@ extern const char *const STETHO_EVAL_SUBJECTS[STETHO_EVAL_N_SUBJECTS]; /* "algeb
 
 typedef void (*stetho_eval_progress_fn)(void *user, const char *task, size_t done, size_t total, size_t correct,
                                         double elapsed_s);
+/* Things a user should know that are not errors: resuming, or refusing to
+ * resume from another run's partial file. One sentence, no newline. */
+typedef void (*stetho_eval_notice_fn)(void *user, const char *task, const char *message);
 
 typedef struct {
     const char *tasks;      /* "minerva_math", "minerva_math500", or a comma list of subtasks */
@@ -36,7 +43,8 @@ typedef struct {
     bool log_samples;       /* write samples_<task>_<timestamp>.jsonl (the study always does) */
     const char *model_args; /* recorded as config.model_args, e.g. "pretrained=DIR" */
     stetho_eval_progress_fn progress;
-    void *user;
+    stetho_eval_notice_fn notice;
+    void *user;             /* passed to progress and notice */
 } stetho_eval_opts;
 
 void stetho_eval_opts_default(stetho_eval_opts *o);
@@ -45,6 +53,8 @@ void stetho_eval_opts_default(stetho_eval_opts *o);
 typedef struct {
     char task[64];
     uint64_t n_correct, n, n_original;
+    uint64_t n_reused;      /* generations taken from an interrupted run's partial file */
+    bool partial_discarded; /* a partial file of another run was found and ignored */
 } stetho_eval_task_result;
 
 typedef struct {
@@ -54,6 +64,11 @@ typedef struct {
 } stetho_eval_result;
 
 void stetho_eval_result_free(stetho_eval_result *r);
+
+/* Check a task list (as opts.tasks takes it) without loading anything, so a
+ * caller can reject a typo before the model loads: STETHO_ERR_INVALID with a
+ * message listing the valid names. */
+stetho_status stetho_eval_check_tasks(const char *tasks);
 
 /* Evaluate a loaded model; outputs go to output_dir (created). */
 stetho_status stetho_eval_run(stetho_model *m, const stetho_tokenizer *tok, const stetho_eval_opts *o,

@@ -4,6 +4,7 @@
 #define STETHO_NPZ_H
 
 #include "stetho/common.h"
+#include "stetho/tensor.h"
 #include <stdbool.h>
 
 #ifdef __cplusplus
@@ -18,6 +19,7 @@ typedef struct {
     uint64_t shape[STETHO_NPY_MAX_DIMS];
     uint64_t n_elements;
     float *data;                /* converted to f32, C order */
+    stetho_dtype stored;        /* the file's dtype: F16, F32 or F64 */
 } stetho_npy_array;
 
 typedef struct {

@@ -55,6 +55,7 @@ typedef struct {
 typedef struct {
     bool keep_other;     /* copy unprojected tensors unchanged instead of zeroing them */
     double rank_tol;     /* relative |R_ii| below which a direction is dependent (default 1e-6) */
+    bool force;          /* replace an existing out_path (never the task vector itself) */
 } stetho_project_opts;
 
 /* Q [d_model, rank] (row-major, malloc'd doubles) spanning W_dec[features]. */
@@ -62,7 +63,9 @@ stetho_status stetho_project_basis(const stetho_sae *sae, const int *features, s
                                    int *rank);
 
 /* Project tv on the given layers with the SAEs found by stetho_sae_scan; write
- * the projected task vector to out_path (NULL: report only). */
+ * the projected task vector to out_path (NULL: report only) through a temporary
+ * name. An existing out_path is STETHO_ERR_EXISTS unless opts->force; one of
+ * tv's own files is always refused (STETHO_ERR_INVALID). */
 stetho_status stetho_project_taskvec(const stetho_checkpoint *tv, const stetho_sae_entry *saes, size_t n_saes,
                                      const stetho_project_layer *layers, size_t n_layers, const stetho_project_opts *opts,
                                      const char *out_path, stetho_project_report *rep);
@@ -70,8 +73,11 @@ void stetho_project_report_free(stetho_project_report *rep);
 stetho_status stetho_project_report_json(const stetho_project_report *rep, char **out);
 
 /* Layer/feature choices from a diagnose SCORES.json (top k of each scored layer's
- * "top_features") or from {"L": [i, ...], ...}. Free with stetho_project_layers_free. */
-stetho_status stetho_project_layers_from_scores(const char *path, int k, stetho_project_layer **layers, size_t *n);
+ * "top_features") or from {"L": [i, ...], ...}. Free with stetho_project_layers_free.
+ * With tv, scores computed on a model of another shape (n_layers, d_model: see
+ * stetho_scores_check_model) are refused with STETHO_ERR_MISMATCH; NULL: unchecked. */
+stetho_status stetho_project_layers_from_scores(const char *path, int k, const stetho_checkpoint *tv,
+                                                stetho_project_layer **layers, size_t *n);
 stetho_status stetho_project_layers_from_file(const char *path, stetho_project_layer **layers, size_t *n);
 void stetho_project_layers_free(stetho_project_layer *layers, size_t n);
 

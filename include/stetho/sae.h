@@ -77,6 +77,11 @@ stetho_status stetho_sae_encode(const stetho_sae *sae, const float *x, size_t n,
  * to undo input normalisation (may be NULL when norm is NONE or SCALAR). */
 stetho_status stetho_sae_decode(const stetho_sae *sae, const float *acts, const float *x, size_t n, float *x_hat);
 
+/* The k largest of each row of acts [n, d_sae]: idx, val [n, k], each row in
+ * descending order of value (ties: the smaller index first). A heap per row,
+ * rows in parallel: O(n d_sae log k), not a sort of every row. */
+stetho_status stetho_sae_top_k(const float *acts, size_t n, int d_sae, int k, int32_t *idx, float *val);
+
 /* One SAE per layer under a directory (diagnose, project). */
 typedef struct {
     int layer;

@@ -72,7 +72,8 @@ typedef struct {
 stetho_status stetho_scores_load(stetho_scores *s, const char *path, const char *metric);
 void stetho_scores_free(stetho_scores *s);
 /* Refuse scores computed for a model of another shape: n_layers must equal the
- * checkpoint's, and d_model its config's hidden size when both are known. */
+ * checkpoint's, and d_model its hidden size when both are known (config.json's,
+ * else the width of its decoder matrices: a task vector file has no config). */
 stetho_status stetho_scores_check_model(const stetho_scores *s, const stetho_checkpoint *base);
 
 /* ||tau|| of each decoder layer over the float tensors whose module is in

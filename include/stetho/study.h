@@ -7,7 +7,8 @@
  *   models:      {base: DIR, finetuned: DIR | task_vector: FILE}
  *   sae_dir:     DIR
  *   prompts:     {domain: JSONL, general: JSONL}
- *   diagnose:    {metric: NAME, max_tokens: N, top_features: K, limit: N}
+ *   diagnose:    {metric: NAME, max_tokens: N, top_features: N, limit: N, k: K, ratio: R,
+ *                 smoothing: A, probe_folds: F, field: NAME}
  *   edit:        {modules: SPEC, alpha: A | [A, ...]}
  *   variants:    {base: bool, finetuned: bool, stethoscope: {top_k: K | [K, ...]},
  *                 scalpel: {features: K} | false,
@@ -16,7 +17,8 @@
  *   eval:        {tasks: LIST, limit: N, num_fewshot: N, max_gen_toks: N, batch_size: N,
  *                 chat: bool, data: DIR}
  *   perplexity:  {input: JSONL, max_tokens: N}
- *   threads:     N */
+ *   threads:     N
+ * Top-level keys starting with '.' or '_' are ignored (holders of anchors). */
 #ifndef STETHO_STUDY_H
 #define STETHO_STUDY_H
 
@@ -34,8 +36,14 @@ typedef struct {
     char *domain_prompts, *general_prompts;
     char *metric;               /* NULL = diagnose's default */
     int diagnose_max_tokens;    /* 0 = all */
-    int top_features;           /* features kept per layer in the scores (default 32) */
+    int top_features;           /* features kept per layer in the scores (0 = diagnose's default:
+                                 * 32, capped at a narrower SAE; stetho_study_top_features) */
     int diagnose_limit;         /* prompts per set (0 = all) */
+    int diagnose_k;             /* K of topk_contrast, effect, probe (0 = diagnose's default) */
+    double diagnose_ratio;      /* frequency-ratio threshold R (0 = default 4) */
+    double diagnose_smoothing;  /* log-ratio pseudo-count (0 = default 0.5) */
+    int diagnose_probe_folds;   /* probe folds (0 = default 5) */
+    char *diagnose_field;       /* JSONL prompt field (NULL = "text", else "problem") */
     char *modules;              /* default "all" */
     double *alpha;              /* default {1} */
     size_t n_alpha;
@@ -65,6 +73,9 @@ stetho_status stetho_study_config_load(stetho_study_config *c, const char *path)
 stetho_status stetho_study_config_parse(stetho_study_config *c, const char *yaml, size_t len, const char *label,
                                         const char *base_dir);
 void stetho_study_config_free(stetho_study_config *c);
+
+/* diagnose.top_features in force: the value given, else diagnose's default (32). */
+int stetho_study_top_features(const stetho_study_config *c);
 
 /* The configuration after defaults, as canonical JSON (sorted keys): what a run
  * directory records and what step hashes are computed from. */

@@ -18,6 +18,12 @@ typedef struct {
     int64_t tokens;            /* training tokens (steps = tokens / (batch * seq_len)) */
     double math_frac;          /* share of math in the stream, by bytes */
     double drill_frac;         /* share of that math that is arithmetic drills (stetho_toy_drills_generate) */
+    /* Answer keys: in a share bare_templates of each subject's templates
+     * (chosen by the seed), a share bare_share of the problems are shown with
+     * their answer only ("The answer is $\boxed{X}$." and the Final Answer
+     * sentence), the way answer keys sit beside worked solutions in real
+     * corpora; the rest keep their worked solutions. 0 = all worked. */
+    double bare_templates, bare_share;
     double lr, min_lr;
     double warmup_frac;        /* warm-up steps as a share of all steps */
     double weight_decay;

@@ -66,7 +66,9 @@ stetho_status stetho_toy_math_generate(const stetho_toy_math_options *opt, steth
 void stetho_toy_set_free(stetho_toy_set *set);
 
 /* Write a set as MATH-style JSONL: unique_id ("<split>/<subject>/<i>"), subject,
- * level ("Level N"), type, problem, solution. Temp file renamed into place. */
+ * level ("Level N"), type, template (the generating template's name, e.g.
+ * "gcd": for per-template analysis; MATH has no such field), problem,
+ * solution. Temp file renamed into place. */
 stetho_status stetho_toy_math_write(const stetho_toy_set *set, const char *split, const char *path);
 
 /* A problem as lm-eval's minerva_math shows it with its solution:

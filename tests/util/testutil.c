@@ -158,6 +158,7 @@ const char *tu_make_model(const char *dir, const tu_model_spec *in) {
     if (!s.head_dim) s.head_dim = 8;
     if (!s.vocab) s.vocab = 32;
     if (!s.scale) s.scale = 0.02f;
+    if (!s.max_position) s.max_position = 512;
     if (s.n_shards < 1) s.n_shards = 1;
     bool gemma = !strncmp(s.model_type, "gemma", 5);
     bool multimodal = !strcmp(s.model_type, "gemma3");
@@ -265,10 +266,10 @@ const char *tu_make_model(const char *dir, const tu_model_spec *in) {
     snprintf(text, sizeof text,
              "\"model_type\": \"%s\", \"num_hidden_layers\": %d, \"hidden_size\": %d, \"intermediate_size\": %d, "
              "\"num_attention_heads\": %d, \"num_key_value_heads\": %d, \"head_dim\": %d, \"vocab_size\": %d, "
-             "\"max_position_embeddings\": 512, \"rms_norm_eps\": 1e-6, \"rope_theta\": 10000.0, "
+             "\"max_position_embeddings\": %d, \"rms_norm_eps\": 1e-6, \"rope_theta\": 10000.0, "
              "\"tie_word_embeddings\": %s",
              multimodal ? "gemma3_text" : s.model_type, s.n_layers, s.hidden, s.intermediate, s.n_heads,
-             s.n_kv_heads, s.head_dim, s.vocab, gemma ? "true" : "false");
+             s.n_kv_heads, s.head_dim, s.vocab, s.max_position, gemma ? "true" : "false");
     if (multimodal)
         fprintf(cf, "{\"architectures\": [\"%s\"], \"model_type\": \"gemma3\", \"torch_dtype\": \"%s\", \"text_config\": {%s}}\n",
                 arch, dts, text);

@@ -45,6 +45,7 @@ typedef struct {
     /* derive from another checkpoint: weights = base + perturb * noise */
     const char *perturb_from;
     float perturb;
+    int max_position;        /* max_position_embeddings, default 512 */
 } tu_model_spec;
 
 /* Write a complete HF directory (config.json, tokenizer_config.json,
