@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <time.h>
 
 const char *const STETHO_EVAL_TASKS[STETHO_EVAL_N_SUBJECTS] = {
@@ -696,15 +697,17 @@ stetho_status stetho_eval_run(stetho_model *m, const stetho_tokenizer *tok, cons
     size_t n = 0;
     shots sh;
     memset(&sh, 0, sizeof sh);
+    char ts[64] = "";
     stetho_status st = parse_tasks(o->tasks, &t, &n);
     if (st) return st;
+    struct stat od;
+    bool made_dir = stat(output_dir, &od) != 0;
     if ((st = load_docs(data, t, n)) || (st = load_shots(data, o->num_fewshot, &sh)) || (st = mkdirs(output_dir))) {
         if (st == STETHO_ERR_IO && !o->data_dir) st = st_err_context(st, "no --data DIR given and ../shared/data/math");
         goto done;
     }
     char fp[17];
     if ((st = model_fingerprint(m, fp))) goto done;
-    char ts[64];
     stetho_results_timestamp(ts, sizeof ts);
     static const char *const until[] = {"Problem:"};
     stetho_gen_kwargs gk = {until, 1, o->max_gen_toks, false, 0.0};
@@ -736,6 +739,17 @@ stetho_status stetho_eval_run(stetho_model *m, const stetho_tokenizer *tok, cons
             st_free(pp);
         }
 done:
+    if (st && ts[0]) {
+        /* a failed run takes back the samples files it finished (results are
+         * all or nothing); the hidden partial files stay, so a rerun resumes */
+        for (size_t i = 0; i < n; i++) {
+            st_buf pb;
+            st_buf_init(&pb);
+            if (st_buf_printf(&pb, "%s/samples_%s_%s.jsonl", output_dir, t[i].name, ts)) remove(pb.data);
+            st_buf_free(&pb);
+        }
+    }
+    if (st && made_dir) rmdir(output_dir); /* only when nothing is left in it */
     if (st) stetho_eval_result_free(out);
     shots_free(&sh);
     tasks_free(t, n);

@@ -4,7 +4,8 @@
 # N = 1, 2, ... until it succeeds, and with the Nth allocation failing
 # (STETHO_FAULT_ALLOC=N) for a spread of N. Each failure must exit 1 with
 # "stetho: error:" and leave nothing in the output directory: no partial file,
-# no temporary. Under ASan a leak on any failure path fails the run too.
+# no temporary (eval's hidden resume files excepted: they are what a rerun
+# resumes from). Under ASan a leak on any failure path fails the run too.
 # Runs on the shipped tiny world (world/).
 set -u
 STETHO=${1:?usage: cli_faults.sh path/to/stetho}
@@ -21,6 +22,7 @@ source "$(dirname "$0")/util/cli_lib.sh"
     -o "$T/in/acts.safetensors" >/dev/null || bad "setup: capture"
 printf '{"generation":"Final Answer: The final answer is $5$. I hope it is correct.","answer":"5"}\n' > "$T/in/gen.jsonl"
 printf '{"1": [0, 1, 2]}\n' > "$T/in/features.json"
+for i in 1 2 3 4 5 6; do printf '{"text": "Paragraph %d: the river runs past the old mill and on to the sea."}\n' $i; done > "$T/in/text.jsonl"
 
 # faults NAME MODE CMD...: CMD's output paths are under $O (recreated per run)
 total=0
@@ -39,8 +41,10 @@ faults() {
         if [ $rc != 1 ] || ! grep -q "^stetho: error:" "$T/err"; then
             bad "$name: $mode fault $n: exit $rc, stderr: $(head -c 300 "$T/err")"; return
         fi
-        if [ -n "$(ls -A "$T/out")" ]; then
-            bad "$name: $mode fault $n left $(ls -A "$T/out" | head -3 | tr '\n' ' ')"; return
+        # allowed: eval's hidden partial files (kept on purpose: a rerun resumes from them)
+        left=$(find "$T/out" -mindepth 1 \( -type f ! -name '.samples_*.partial.jsonl' \) -o \( -type d -empty \) | head -3)
+        if [ -n "$left" ]; then
+            bad "$name: $mode fault $n left $(tr '\n' ' ' <<<"$left")"; return
         fi
         # allocations: every one of the first 40, then a spread
         if [ "$mode" = write ] || [ $n -lt 40 ]; then n=$((n + 1)); else n=$((n + n / 3)); fi
@@ -60,6 +64,10 @@ for mode in write alloc; do
     faults "project" $mode "$STETHO" project --task-vector "$T/in/tv.safetensors" --sae-dir "$W/saes" \
         --features-file "$T/in/features.json" -o "$O/p.safetensors" --json "$O/p.json"
     faults "grade" $mode "$STETHO" grade --input "$T/in/gen.jsonl" --output "$O/graded.jsonl"
+    faults "sae train" $mode "$STETHO" sae train "$W/base" --hook blocks.1.hook_resid_post --input "$T/in/text.jsonl" \
+        --width 32 --k 4 --batch 64 --tokens 256 --quiet -o "$O/sae" --json "$O/sae.json"
+    faults "eval" $mode "$STETHO" eval "$W/base" --tasks minerva_math_algebra --limit 1 --num-fewshot 0 \
+        --max-gen-toks 8 --data "$W/data/math" --output-path "$O/eval" --log-samples
 done
 echo "cli_faults: $total injected faults, each a clean error with nothing left behind"
 

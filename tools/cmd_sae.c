@@ -470,6 +470,9 @@ static int sae_train(int argc, char **argv) {
         return cli_usage("sae", "%s", stetho_last_error());
     if (!a.layers && hook_layer < 0) return cli_usage("sae", "--hook %s names every layer: use --layers LIST", a.hook);
 
+    /* what this run creates, so that a failure can take it away again */
+    bool made_out = false, *fresh_dir = NULL;
+    int saved = 0;
     stetho_tokenizer tok;
     stetho_status st = stetho_tokenizer_load(&tok, a.model);
     if (st) return cli_fail(st, "sae train tokenizes the texts with MODEL's tokenizer.json");
@@ -499,14 +502,22 @@ static int sae_train(int argc, char **argv) {
         goto done;
     }
     /* refuse before any work when an SAE is already where we would write */
-    if (a.layers && mkdir(a.out, 0755) != 0 && errno != EEXIST) {
+    if (a.layers && mkdir(a.out, 0755) == 0) made_out = true;
+    else if (a.layers && errno != EEXIST) {
         cli_error(NULL, "%s: cannot create: %s", a.out, strerror(errno));
+        rc = CLI_EXIT_FAIL;
+        goto done;
+    }
+    if (!(fresh_dir = calloc((size_t)n_layers + 1, sizeof *fresh_dir))) {
+        cli_error(NULL, "out of memory");
         rc = CLI_EXIT_FAIL;
         goto done;
     }
     for (int i = 0; i < n_layers; i++) {
         if (a.layers) snprintf(dirs[i], sizeof dirs[i], "%s/layer_%d", a.out, layers[i]);
         else snprintf(dirs[i], sizeof dirs[i], "%s", a.out);
+        struct stat sb;
+        fresh_dir[i] = stat(dirs[i], &sb) != 0;
         if (!a.force && (sae_in_dir(dirs[i], "cfg.json") || sae_in_dir(dirs[i], "sae_weights.safetensors"))) {
             cli_error("use --force to overwrite, or another -o", "%s already holds an SAE", dirs[i]);
             rc = CLI_EXIT_FAIL;
@@ -576,6 +587,7 @@ static int sae_train(int argc, char **argv) {
         const stetho_sae *s = &res.saes[i];
         const stetho_sae_train_report *rep = &res.reports[i];
         if ((st = stetho_sae_save_saelens(s, dirs[i], a.force))) goto fail;
+        saved = i + 1;
         printf("%s: %s", s->hook, stetho_sae_arch_name(s->arch));
         if (s->arch == STETHO_SAE_TOPK) printf(" (k = %d)", s->k);
         printf(", d_model %d, d_sae %d, %llu tokens in %llu steps -> %s\n", s->d_model, s->d_sae,
@@ -618,6 +630,20 @@ static int sae_train(int argc, char **argv) {
 fail:
     rc = cli_fail(st, NULL);
 done:
+    if (rc && dirs && fresh_dir) { /* a failed run leaves nothing it wrote */
+        for (int i = 0; i < n_layers; i++) {
+            char f[sizeof dirs[i] + 32];
+            if (i < saved && !a.force) {
+                snprintf(f, sizeof f, "%s/cfg.json", dirs[i]);
+                remove(f);
+                snprintf(f, sizeof f, "%s/sae_weights.safetensors", dirs[i]);
+                remove(f);
+            }
+            if (fresh_dir[i]) rmdir(dirs[i]); /* only if empty */
+        }
+        if (made_out) rmdir(a.out);
+    }
+    free(fresh_dir);
     json_decref(report);
     stetho_sae_run_result_free(&res);
     free(dirs), free(layers);
