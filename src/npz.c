@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zip.h>
 
 #define NPY_MAX_ARRAY_BYTES ((uint64_t)16 << 30)
@@ -158,6 +159,8 @@ stetho_status stetho_npz_load(stetho_npz *z, const char *path) {
         return st;
     }
     stetho_status st = STETHO_OK;
+    struct stat fsb;
+    uint64_t archive_bytes = stat(path, &fsb) == 0 ? (uint64_t)fsb.st_size : 0;
     zip_int64_t n = zip_get_num_entries(zip, 0);
     if (!(z->path = st_strdup(path)) || !(z->arrays = st_calloc(n > 0 ? (size_t)n : 1, sizeof *z->arrays))) {
         st = STETHO_ERR_NOMEM;
@@ -177,9 +180,12 @@ stetho_status stetho_npz_load(stetho_npz *z, const char *path) {
         }
         /* the declared size must be one the stored bytes can give: deflate
          * expands at most ~1032:1, a stored entry not at all */
+        /* both sizes are the archive's own claims: the compressed one must fit
+         * in the file, and the declared one must be what that can expand to */
         uint64_t comp = (zs.valid & ZIP_STAT_COMP_SIZE) ? zs.comp_size : 0;
         bool stored = (zs.valid & ZIP_STAT_COMP_METHOD) && zs.comp_method == ZIP_CM_STORE;
-        if (!(zs.valid & ZIP_STAT_COMP_SIZE) || (stored ? zs.size != comp : zs.size / 1032 > comp + 1)) {
+        if (!(zs.valid & ZIP_STAT_COMP_SIZE) || comp > archive_bytes ||
+            (stored ? zs.size != comp : zs.size / 1032 > comp + 1)) {
             st = st_err(STETHO_ERR_FORMAT, "%s: entry %s declares %llu bytes from %llu compressed: not a real array", path,
                         zs.name, (unsigned long long)zs.size, (unsigned long long)comp);
             break;
