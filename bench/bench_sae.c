@@ -12,6 +12,7 @@
  *
  * usage: bench_sae STETHO_BINARY WORK_DIR [JSON_OUT]  (the first two are unused:
  * make bench's convention). Threads: all cores (stetho_set_threads default). */
+#include "bench_util.h"
 #include "stetho/sae.h"
 #include "stetho/sae_train.h"
 
@@ -23,12 +24,6 @@
 #include <time.h>
 
 enum { DM = 2560, DS = 16384, NTOK = 4096 };
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static uint64_t g_rng = 12345;
 static float frand(void) { /* uniform in [-1, 1) */

@@ -3,17 +3,12 @@
  * quoted in issue 7 (~11.5K tokens/s on 2 cores for a 1.2M-parameter model).
  *
  * usage: bench_train STETHO_BINARY WORK_DIR [JSON_OUT] */
+#include "bench_util.h"
 #include "stetho/train.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static double run(const stetho_train_config *cfg, int B, int T, int steps, size_t *n_params) {
     stetho_train_model m;

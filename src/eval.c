@@ -388,9 +388,15 @@ static json_t *partial_header(const char *task, const char *model_fp, const stet
                               const stetho_gen_kwargs *gk) {
     json_t *until = json_array();
     for (size_t i = 0; until && i < gk->n_until; i++) json_array_append_new(until, json_string(gk->until[i]));
-    return json_pack("{s:i, s:s, s:s, s:i, s:i, s:b, s:o, s:b, s:f}", "stetho_eval_partial", PARTIAL_FORMAT, "task",
-                     task, "model", model_fp, "num_fewshot", o->num_fewshot, "max_gen_toks", o->max_gen_toks, "chat",
-                     o->chat, "until", until, "do_sample", gk->do_sample, "temperature", gk->temperature);
+    json_t *h = json_pack("{s:i, s:s, s:s, s:i, s:i, s:b, s:o, s:b, s:f}", "stetho_eval_partial", PARTIAL_FORMAT,
+                          "task", task, "model", model_fp, "num_fewshot", o->num_fewshot, "max_gen_toks",
+                          o->max_gen_toks, "chat", o->chat, "until", until, "do_sample", gk->do_sample, "temperature",
+                          gk->temperature);
+    /* bf16 compute gives other generations: never mixed with f32 ones (the
+     * key is absent in f32, so files from before the setting still resume) */
+    if (h && stetho_get_compute() != STETHO_COMPUTE_F32)
+        json_object_set_new(h, "compute", json_string(stetho_compute_name(stetho_get_compute())));
+    return h;
 }
 
 /* "model (was X, now Y), max_gen_toks (was 32, now 256)" for the keys of want
@@ -405,6 +411,12 @@ static void header_diff(const json_t *want, const json_t *got, st_buf *b) {
         char *gs = g ? json_dumps(g, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
         st_buf_printf(b, "%s%s (was %s, now %s)", b->len ? ", " : "", key, gs ? gs : "absent", ws ? ws : "?");
         free(ws);
+        free(gs);
+    }
+    json_object_foreach((json_t *)got, key, w) { /* keys only the file has (compute: bf16) */
+        if (json_object_get(want, key)) continue;
+        char *gs = json_dumps(w, JSON_COMPACT | JSON_ENCODE_ANY);
+        st_buf_printf(b, "%s%s (was %s, now absent)", b->len ? ", " : "", key, gs ? gs : "?");
         free(gs);
     }
 }

@@ -10,6 +10,9 @@
 #include "internal.h"
 
 #include <cblas.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 #include <math.h>
 #include <omp.h>
 #include <string.h>
@@ -32,9 +35,14 @@ static int team_size(void) {
 }
 
 /* One block of block_rows(k) * k elements for each thread of the team. */
-size_t st_matmul_scratch_elems(int K) {
+static size_t f32_scratch_elems(int K) {
     size_t k = K > 0 ? (size_t)K : 1;
     return (k > MATMUL_BLOCK_ELEMS ? k : MATMUL_BLOCK_ELEMS) * (size_t)team_size();
+}
+
+/* The f32 path's blocks, then (bf16 mode) what gemm_bf16.c needs. */
+size_t st_matmul_scratch_elems(int K, int T, stetho_compute mode) {
+    return f32_scratch_elems(K) + (mode == STETHO_COMPUTE_BF16 ? st_matmul_bf16_scratch_elems(T, K) : 0);
 }
 
 static void convert_rows(float *dst, const stetho_tensor *W, size_t row0, size_t nrows, size_t K) {
@@ -49,6 +57,36 @@ static void convert_rows(float *dst, const stetho_tensor *W, size_t row0, size_t
 #define ROWDOT_CHUNK 512
 #define LANES 32
 
+#ifdef __AVX512F__
+/* res[i] = x[i * K ..] . w for NT (1-4, a constant after inlining) rows, the
+ * bf16 weight widened in registers (a 16-bit shift). Two accumulators per row
+ * so the FMA chains overlap; a fixed order, so a row's result does not depend
+ * on the other rows. */
+static inline __attribute__((always_inline)) void dot_rows_bf16(const uint16_t *w, const float *x, int K, int NT,
+                                                                 float *res) {
+    __m512 a0[4], a1[4];
+    for (int i = 0; i < NT; i++) a0[i] = a1[i] = _mm512_setzero_ps();
+    int k = 0;
+    for (; k + 32 <= K; k += 32) {
+        __m512i wi = _mm512_loadu_si512(w + k);
+        __m512 wlo = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_castsi512_si256(wi)), 16));
+        __m512 whi = _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64(wi, 1)), 16));
+        for (int i = 0; i < NT; i++) {
+            a0[i] = _mm512_fmadd_ps(wlo, _mm512_loadu_ps(x + (size_t)i * (size_t)K + k), a0[i]);
+            a1[i] = _mm512_fmadd_ps(whi, _mm512_loadu_ps(x + (size_t)i * (size_t)K + k + 16), a1[i]);
+        }
+    }
+    for (; k < K; k += 16) {
+        __mmask16 m = K - k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (K - k)) - 1);
+        __m512 wv = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, w + k)), 16));
+        for (int i = 0; i < NT; i++)
+            a0[i] = _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(m, x + (size_t)i * (size_t)K + k), a0[i]);
+    }
+    for (int i = 0; i < NT; i++) res[i] = _mm512_reduce_add_ps(_mm512_add_ps(a0[i], a1[i]));
+}
+#endif
+
 /* out[t, n] = in[t] . W[n] for few rows T (decoding): one pass over the weight,
  * each weight row converted once in chunks and dotted with every input row.
  * Memory-bound, so the weight is read straight from its stored dtype instead of
@@ -57,6 +95,28 @@ static void convert_rows(float *dst, const stetho_tensor *W, size_t row0, size_t
  * which other rows are in the batch. */
 static void matmul_few_rows(float *out, int ldo, const float *in, int T, int K, const stetho_tensor *W) {
     size_t N = (size_t)W->shape[0], esz = stetho_dtype_bits(W->dtype) / 8;
+#ifdef __AVX512F__
+    if (W->dtype == STETHO_DTYPE_BF16) {
+        const uint16_t *Wd = W->data;
+        #pragma omp parallel for schedule(static)
+        for (long n = 0; n < (long)N; n++) {
+            const uint16_t *w = Wd + (size_t)n * (size_t)K;
+            for (int t0 = 0; t0 < T; t0 += 4) {
+                float r[4];
+                int nt = T - t0 < 4 ? T - t0 : 4;
+                const float *x = in + (size_t)t0 * (size_t)K;
+                switch (nt) {
+                case 1: dot_rows_bf16(w, x, K, 1, r); break;
+                case 2: dot_rows_bf16(w, x, K, 2, r); break;
+                case 3: dot_rows_bf16(w, x, K, 3, r); break;
+                default: dot_rows_bf16(w, x, K, 4, r); break;
+                }
+                for (int i = 0; i < nt; i++) out[(size_t)(t0 + i) * (size_t)ldo + (size_t)n] = r[i];
+            }
+        }
+        return;
+    }
+#endif
     #pragma omp parallel for schedule(static)
     for (long n = 0; n < (long)N; n++) {
         const uint8_t *wrow = (const uint8_t *)W->data + (size_t)n * (size_t)K * esz;
@@ -86,19 +146,29 @@ static void matmul_few_rows(float *out, int ldo, const float *in, int T, int K, 
 }
 
 stetho_status st_matmul_wt(float *out, int ldo, const float *in, int T, int K, const stetho_tensor *W,
-                           const float *bias, float *scratch) {
+                           const float *bias, float *scratch, stetho_compute mode) {
     if (W->ndim != 2 || W->shape[1] != (uint64_t)K)
         return st_err(STETHO_ERR_MISMATCH, "%s: expected %d columns", W->name, K);
     size_t N = (size_t)W->shape[0];
     if (T <= 0 || N == 0) return STETHO_OK;
-    if (T <= ST_FEW_ROWS) {
+    bool bf16 = mode == STETHO_COMPUTE_BF16 && W->dtype == STETHO_DTYPE_BF16;
+    float *bf16_scratch = scratch + f32_scratch_elems(K);
+    if (bf16 && !st_matmul_bf16(out, ldo, in, T, K, W, bf16_scratch)) {
+        /* no bf16 kernels in this build: the same rounding, then f32 products */
+        st_round_to_bf16(bf16_scratch, in, (size_t)T * (size_t)K);
+        in = bf16_scratch;
+        bf16 = false;
+    }
+    if (bf16) {
+        /* done above */
+    } else if (T <= ST_FEW_ROWS) {
         matmul_few_rows(out, ldo, in, T, K, W);
     } else {
         /* each thread takes a contiguous range of output columns (weight rows) */
         int nt = team_size();
         if ((size_t)nt > N) nt = (int)N;
         bool direct = W->dtype == STETHO_DTYPE_F32 && ((uintptr_t)W->data % sizeof(float)) == 0;
-        size_t rows_per_block = block_rows((size_t)K), per_thread = st_matmul_scratch_elems(K) / (size_t)team_size();
+        size_t rows_per_block = block_rows((size_t)K), per_thread = f32_scratch_elems(K) / (size_t)team_size();
         #pragma omp parallel for schedule(static) num_threads(nt)
         for (int p = 0; p < nt; p++) {
             size_t lo = N * (size_t)p / (size_t)nt, hi = N * (size_t)(p + 1) / (size_t)nt;
@@ -184,23 +254,76 @@ void st_rope(float *x, int T, int n_heads, int hd, const float *cos_t, const flo
     }
 }
 
-void st_gated_act(float *gate, const float *up, size_t n, stetho_activation act) {
-    #pragma omp parallel for schedule(static)
-    for (long i = 0; i < (long)n; i++) {
-        float x = gate[i], a;
-        switch (act) {
-        case STETHO_ACT_GELU_TANH:
-            a = 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x)));
-            break;
-        case STETHO_ACT_GELU:
-            a = 0.5f * x * (1.0f + erff(x * 0.7071067811865476f));
-            break;
-        default:
-            a = x / (1.0f + expf(-x));
-            break;
-        }
-        gate[i] = a * up[i];
+/* e^x in f32 as a loop the compiler vectorises (libm's expf is a call per
+ * element: gelu was a third of bf16 prompt processing). Cody-Waite reduction
+ * x = n ln2 + r, Cephes' degree-6 polynomial for e^r, 2^n put into the
+ * exponent: within 2 ulp of expf over the clamped range; NaN stays NaN. */
+static inline float exp_f32(float x) {
+    float c = x > 88.3762626647949f ? 88.3762626647949f : x;
+    c = c < -87.3365447505531f ? -87.3365447505531f : c;
+    bool nan = c != c;
+    c = nan ? 0.0f : c;
+    float fn = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    float r = c - fn * 0.693359375f - fn * -2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    uint32_t bits = (uint32_t)((int32_t)fn + 127) << 23;
+    float scale;
+    memcpy(&scale, &bits, 4);
+    return nan ? x : p * scale;
+}
+
+/* g[i] = act(g[i]) * u[i] for the two sigmoid-shaped activations, written as
+ * plain loops so they vectorise. */
+static void gated_gelu_tanh(float *restrict g, const float *restrict u, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        float x = g[i];
+        g[i] = x / (1.0f + exp_f32(-1.5957691216057308f * (x + 0.044715f * x * x * x))) * u[i];
     }
+}
+
+static void gated_silu(float *restrict g, const float *restrict u, size_t n) {
+    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + exp_f32(-g[i])) * u[i];
+}
+
+void st_gated_act(float *gate, const float *up, size_t n, stetho_activation act) {
+    if (act == STETHO_ACT_GELU) {
+        #pragma omp parallel for schedule(static)
+        for (long i = 0; i < (long)n; i++) gate[i] = 0.5f * gate[i] * (1.0f + erff(gate[i] * 0.7071067811865476f)) * up[i];
+        return;
+    }
+    /* gelu_tanh(x) = 0.5 x (1 + tanh(u)) = x / (1 + e^(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3);
+     * silu(x) = x / (1 + e^(-x)) */
+    size_t chunk = 4096;
+    #pragma omp parallel for schedule(static)
+    for (long c = 0; c < (long)((n + chunk - 1) / chunk); c++) {
+        size_t i0 = (size_t)c * chunk, i1 = i0 + chunk < n ? i0 + chunk : n;
+        if (act == STETHO_ACT_GELU_TANH) gated_gelu_tanh(gate + i0, up + i0, i1 - i0);
+        else gated_silu(gate + i0, up + i0, i1 - i0);
+    }
+}
+
+/* a . b over n in 16 interleaved partial sums, added pairwise at the end: a
+ * fixed order the compiler can vectorise (a single running sum cannot be). */
+static float dot_lanes(const float *restrict a, const float *restrict b, int n) {
+    float acc[16] = {0};
+    int i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) acc[l] += a[i + l] * b[i + l];
+    for (; i < n; i++) acc[i % 16] += a[i] * b[i];
+    for (int w = 8; w >= 1; w /= 2)
+        for (int l = 0; l < w; l++) acc[l] += acc[l + w];
+    return acc[0];
+}
+
+/* s[j] = e^(s[j] - mx) for j < n (vectorised). */
+static void exp_shifted(float *restrict s, int n, float mx) {
+    for (int j = 0; j < n; j++) s[j] = exp_f32(s[j] - mx);
 }
 
 /* Queries are processed in blocks of this many rows: scores [QBLOCK, keys]. */
@@ -241,11 +364,9 @@ void st_attention(float *out, const float *q, const float *k, const float *v, in
                     if (softcap > 0) s[j] = (float)(tanh(s[j] / softcap) * softcap);
                     if (s[j] > mx) mx = s[j];
                 }
+                exp_shifted(s + (lo - k0), t - lo + 1, mx);
                 double sum = 0;
-                for (int j = lo - k0; j <= t - k0; j++) {
-                    s[j] = expf(s[j] - mx);
-                    sum += s[j];
-                }
+                for (int j = lo - k0; j <= t - k0; j++) sum += s[j];
                 float inv = (float)(1.0 / sum);
                 for (int j = 0; j < klen; j++) s[j] = (j >= lo - k0 && j <= t - k0) ? s[j] * inv : 0.0f;
             }
@@ -269,18 +390,14 @@ void st_attention_cached(float *out, const float *q, int T, const float *const *
         float mx = -INFINITY;
         for (int j = 0; j < n; j++) {
             const float *kv = kc[t] + (size_t)j * ldk + (size_t)g * hd;
-            float d = 0;
-            for (int i = 0; i < hd; i++) d += qv[i] * kv[i];
-            d = (float)(d * scale);
+            float d = (float)(dot_lanes(qv, kv, hd) * scale);
             if (softcap > 0) d = (float)(tanh(d / softcap) * softcap);
             s[j] = d;
             if (d > mx) mx = d;
         }
+        exp_shifted(s, n, mx);
         double sum = 0;
-        for (int j = 0; j < n; j++) {
-            s[j] = expf(s[j] - mx);
-            sum += s[j];
-        }
+        for (int j = 0; j < n; j++) sum += s[j];
         float inv = (float)(1.0 / sum);
         float *o = out + (size_t)t * ldq + (size_t)h * hd;
         for (int i = 0; i < hd; i++) o[i] = 0;

@@ -6,8 +6,9 @@
 
 #include "stetho/model.h"
 
-/* Elements of f32 scratch st_matmul_wt needs for weights of at most K columns. */
-size_t st_matmul_scratch_elems(int K);
+/* Elements of f32 scratch st_matmul_wt needs for products of at most T rows
+ * and K columns in compute mode `mode`. */
+size_t st_matmul_scratch_elems(int K, int T, stetho_compute mode);
 
 /* Up to this many input rows, st_matmul_wt reads the weight directly (decoding). */
 #define ST_FEW_ROWS 16
@@ -17,7 +18,17 @@ size_t st_matmul_scratch_elems(int K);
  * converted to f32 in blocks into scratch (st_matmul_scratch_elems(K) floats)
  * unless W is already aligned f32. Calls BLAS: not from inside a parallel region. */
 stetho_status st_matmul_wt(float *out, int ldo, const float *in, int T, int K, const stetho_tensor *W,
-                           const float *bias, float *scratch);
+                           const float *bias, float *scratch, stetho_compute mode);
+
+/* gemm_bf16.c: the bf16 compute mode's products (bf16 W only). */
+/* Scratch (floats) st_matmul_bf16 needs for T rows of K columns. */
+size_t st_matmul_bf16_scratch_elems(int T, int K);
+/* out[t, n] = bf16(in[t]) . W[n] with f32 sums; false when this build has no
+ * bf16 kernels (the caller then rounds in with st_round_to_bf16 and runs the
+ * f32 product). Not from inside a parallel region. */
+bool st_matmul_bf16(float *out, int ldo, const float *in, int T, int K, const stetho_tensor *W, float *scratch);
+/* dst[i] = src[i] rounded to bf16 (nearest even), kept as f32 (dst may be src). */
+void st_round_to_bf16(float *dst, const float *src, size_t n);
 
 /* out[t] = x[t] * rsqrt(mean(x[t]^2) + eps) * w for T rows of D (out may be x).
  * w already holds (1 + w) for Gemma. */

@@ -480,6 +480,7 @@ typedef struct {
     float *gate;    // [T, intermediate]
     float *up;      // [T, intermediate]
     float *wbuf;    // [matmul scratch] weight rows converted to f32
+    stetho_compute compute; // the mode at allocation: wbuf is sized for it
     float *scores;  // [QBLOCK, T] attention scores
     float *cos_g, *sin_g; // [T, hd/2] RoPE tables, global layers
     float *cos_l, *sin_l; // [T, hd/2] RoPE tables, sliding layers
@@ -566,7 +567,8 @@ static stetho_status run_state_alloc(run_state *s, const stetho_model_config *c,
     s->out = st_alloc_floats(T, D, &ok);
     s->gate = st_alloc_floats(T, FF, &ok);
     s->up = st_alloc_floats(T, FF, &ok);
-    s->wbuf = st_alloc_floats(st_matmul_scratch_elems((int)kmax), 1, &ok);
+    s->compute = stetho_get_compute();
+    s->wbuf = st_alloc_floats(st_matmul_scratch_elems((int)kmax, (int)T, s->compute), 1, &ok);
     s->scores = st_alloc_floats(st_attention_scratch_elems((int)T), 1, &ok);
     s->cos_g = st_alloc_floats(T, hd / 2, &ok);
     s->sin_g = st_alloc_floats(T, hd / 2, &ok);
@@ -596,9 +598,9 @@ static stetho_status layer_forward(const stetho_model *m, int l, run_state *s, i
 
     /* attention block */
     st_rmsnorm(s->xn, s->x, w->ln_in, T, D, c->rms_eps);
-    if ((st = st_matmul_wt(s->q, Q, s->xn, T, D, w->wq, w->bq, s->wbuf)) ||
-        (st = st_matmul_wt(s->k, KV, s->xn, T, D, w->wk, w->bk, s->wbuf)) ||
-        (st = st_matmul_wt(s->v, KV, s->xn, T, D, w->wv, w->bv, s->wbuf)))
+    if ((st = st_matmul_wt(s->q, Q, s->xn, T, D, w->wq, w->bq, s->wbuf, s->compute)) ||
+        (st = st_matmul_wt(s->k, KV, s->xn, T, D, w->wk, w->bk, s->wbuf, s->compute)) ||
+        (st = st_matmul_wt(s->v, KV, s->xn, T, D, w->wv, w->bv, s->wbuf, s->compute)))
         return st;
     if (w->q_norm) { /* Gemma 3 QK-norm: per head, before RoPE */
         st_rmsnorm(s->q, s->q, w->q_norm, T * nh, hd, c->rms_eps);
@@ -616,18 +618,18 @@ static stetho_status layer_forward(const stetho_model *m, int l, run_state *s, i
                      sliding ? c->sliding_window : 0, s->scores);
         if (s->kv) kv_store_prompt(s->kv, l, s->kv_seq, s->k, s->v, T);
     }
-    if ((st = st_matmul_wt(s->out, D, s->att, T, Q, w->wo, w->bo, s->wbuf))) return st;
+    if ((st = st_matmul_wt(s->out, D, s->att, T, Q, w->wo, w->bo, s->wbuf, s->compute))) return st;
     if (c->sandwich_norms) st_rmsnorm(s->out, s->out, w->ln_post_attn, T, D, c->rms_eps);
     if ((st = run_hooks(hooks, l, STETHO_HOOK_ATTN_OUT, s->out, T, D))) return st;
     add_inplace(s->x, s->out, TD);
 
     /* MLP block */
     st_rmsnorm(s->xn, s->x, c->sandwich_norms ? w->ln_pre_ffn : w->ln_post_attn, T, D, c->rms_eps);
-    if ((st = st_matmul_wt(s->gate, FF, s->xn, T, D, w->w_gate, NULL, s->wbuf)) ||
-        (st = st_matmul_wt(s->up, FF, s->xn, T, D, w->w_up, NULL, s->wbuf)))
+    if ((st = st_matmul_wt(s->gate, FF, s->xn, T, D, w->w_gate, NULL, s->wbuf, s->compute)) ||
+        (st = st_matmul_wt(s->up, FF, s->xn, T, D, w->w_up, NULL, s->wbuf, s->compute)))
         return st;
     st_gated_act(s->gate, s->up, (size_t)T * (size_t)FF, c->act);
-    if ((st = st_matmul_wt(s->out, D, s->gate, T, FF, w->w_down, NULL, s->wbuf))) return st;
+    if ((st = st_matmul_wt(s->out, D, s->gate, T, FF, w->w_down, NULL, s->wbuf, s->compute))) return st;
     if (c->sandwich_norms) st_rmsnorm(s->out, s->out, w->ln_post_ffn, T, D, c->rms_eps);
     if ((st = run_hooks(hooks, l, STETHO_HOOK_MLP_OUT, s->out, T, D))) return st;
     add_inplace(s->x, s->out, TD);
@@ -697,7 +699,7 @@ static stetho_status forward_rows_pinned(stetho_model *m, run_state *s, const in
         int R = T - logits_from;
         const float *xr = s->x + (size_t)logits_from * D;
         st_rmsnorm(s->xn, xr, m->final_norm, R, D, c->rms_eps);
-        st = st_matmul_wt(logits, c->vocab, s->xn, R, D, m->lm_head, NULL, s->wbuf);
+        st = st_matmul_wt(logits, c->vocab, s->xn, R, D, m->lm_head, NULL, s->wbuf, s->compute);
         if (!st && c->final_softcap > 0) {
             double cap = c->final_softcap;
             size_t n = (size_t)R * (size_t)c->vocab;

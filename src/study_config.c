@@ -311,6 +311,15 @@ static stetho_status k_top(ctx *x, const char *k, struct fy_node *v, const char 
         return each_key(x, v, path, k_eval, "tasks, limit, num_fewshot, max_gen_toks, batch_size, chat, data");
     if (!strcmp(k, "perplexity")) return each_key(x, v, path, k_perplexity, "input, max_tokens");
     if (!strcmp(k, "threads")) return get_int(x, v, path, 1, 1024, &x->c->threads);
+    if (!strcmp(k, "compute")) {
+        char *mode = NULL;
+        stetho_status st = get_string(x, v, path, false, &mode);
+        if (!st && stetho_compute_parse(mode, &x->c->compute))
+            st = st_err(STETHO_ERR_FORMAT, "%s: '%s' must be f32 or bf16, not '%s'", x->label, path, mode);
+        if (!st) x->c->has_compute = true;
+        st_free(mode);
+        return st;
+    }
     /* anchors-only sections such as ".defaults": holders of YAML anchors, never
      * read themselves (docs/study.md says so, since a typo there goes unnoticed) */
     if (k[0] == '.' || k[0] == '_') return STETHO_OK;
@@ -383,7 +392,7 @@ stetho_status stetho_study_config_parse(stetho_study_config *c, const char *yaml
         ctx x = {label, base_dir, c};
         struct fy_node *root = fy_document_root(doc);
         st = root ? each_key(&x, root, "", k_top,
-                             "models, sae_dir, prompts, diagnose, edit, variants, eval, perplexity, threads")
+                             "models, sae_dir, prompts, diagnose, edit, variants, eval, perplexity, threads, compute")
                   : st_err(STETHO_ERR_FORMAT, "%s: empty document", label);
     }
     if (!st && !c->base_model) st = st_err(STETHO_ERR_FORMAT, "%s: 'models.base' is required", label);
@@ -426,6 +435,10 @@ stetho_status stetho_study_config_load(stetho_study_config *c, const char *path)
     st_free(dir);
     st_free(text);
     return st;
+}
+
+stetho_compute stetho_study_compute(const stetho_study_config *c) {
+    return c->has_compute ? c->compute : stetho_get_compute();
 }
 
 int stetho_study_top_features(const stetho_study_config *c) {
@@ -474,6 +487,9 @@ stetho_status stetho_study_config_json(const stetho_study_config *c, char **out)
                                              c->batch_size, "chat", c->chat));
     json_object_set_new(o, "perplexity_max_tokens", json_integer(c->perplexity_max_tokens));
     json_object_set_new(o, "threads", json_integer(c->threads));
+    /* only when not f32, so that a run made before the setting keeps its config */
+    if (stetho_study_compute(c) != STETHO_COMPUTE_F32)
+        json_object_set_new(o, "compute", json_string(stetho_compute_name(stetho_study_compute(c))));
     *out = json_dumps(o, JSON_SORT_KEYS | JSON_INDENT(2));
     json_decref(o);
     return *out ? STETHO_OK : st_err(STETHO_ERR_INVALID, "cannot serialise the study configuration (paths not UTF-8?)");

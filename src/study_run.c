@@ -907,6 +907,7 @@ static stetho_status step_diagnose(runner *r) {
         key = key_str(key, settings);
     }
     if (c->diagnose_field) key = key_str(key_str(key, "field"), c->diagnose_field);
+    if (stetho_study_compute(c) != STETHO_COMPUTE_F32) key = key_str(key, stetho_compute_name(stetho_study_compute(c)));
     key = ident(ident(ident(ident(key, c->base_model), c->sae_dir), c->domain_prompts), c->general_prompts);
     const char *outs[] = {r->scores_path};
     if (step_fresh(r, "diagnose", key, outs, 1)) {
@@ -994,6 +995,7 @@ static stetho_status eval_variant(runner *r, variant *v) {
              c->tasks ? c->tasks : "minerva_math", c->limit, c->num_fewshot, c->max_gen_toks, c->batch_size,
              (int)c->chat, c->perplexity_input ? c->perplexity_input : "-", c->perplexity_max_tokens);
     uint64_t key = ident(key_str(0, settings), v->model_dir);
+    if (stetho_study_compute(c) != STETHO_COMPUTE_F32) key = key_str(key, stetho_compute_name(stetho_study_compute(c)));
     if (c->data_dir) key = ident(key, c->data_dir);
     if (c->perplexity_input) key = ident(key, c->perplexity_input);
     char step[96];
@@ -1285,6 +1287,8 @@ stetho_status stetho_study_run(const stetho_study_config *c, const char *run_dir
     r.t_start = now_s();
     r.timings = json_pack("{s:{}}", "steps");
     stetho_status st = r.timings ? STETHO_OK : st_err(STETHO_ERR_NOMEM, "out of memory");
+    stetho_compute before = stetho_get_compute(); /* the config's mode for this run only */
+    stetho_set_compute(stetho_study_compute(c));
     double t;
     if (!st) st = load_shape(&r);
     if (!st) st = check_config(&r);
@@ -1342,5 +1346,6 @@ stetho_status stetho_study_run(const stetho_study_config *c, const char *run_dir
     st_free(r.tau_norm);
     st_free(r.theta_norm);
     json_decref(r.timings);
+    stetho_set_compute(before);
     return st;
 }

@@ -31,6 +31,12 @@ a=$("$S" generate "$T" --prompt "x" --temperature 1 --seed 3 --max-tokens 20 --q
 b=$("$S" generate "$T" --prompt "x" --temperature 1 --seed 3 --max-tokens 20 --quiet)
 [ "$a" = "$b" ] && ok || bad "sampling with one seed differs"
 # usage errors
+# --compute bf16: generates, deterministically; a bad mode is a usage error naming it
+c1=$("$S" generate "$T" --prompt "Problem: 2 + 3" --max-tokens 12 --quiet --compute bf16) || bad "--compute bf16 failed"
+c2=$("$S" generate "$T" --prompt "Problem: 2 + 3" --max-tokens 12 --quiet --compute bf16 --threads 1) || bad "--compute bf16 --threads 1 failed"
+[ -n "$c1" ] && [ "$c1" = "$c2" ] && ok || bad "--compute bf16 output empty or thread-dependent"
+"$S" generate "$T" --prompt x --compute fp8 >/dev/null 2>"$T/err"; [ $? -eq 2 ] && grep -q "fp8" "$T/err" && ok || bad "--compute fp8 should exit 2 naming it"
+"$S" perplexity "$T" --input /dev/null --compute >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "--compute without a value should exit 2"
 "$S" generate "$T" >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "missing --prompt should exit 2"
 "$S" generate "$T" --prompt x --top-p 0 >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "--top-p 0 should exit 2"
 "$S" generate "$T/nope" --prompt x >/dev/null 2>"$T/err"; [ $? -eq 1 ] && grep -q "stetho: error" "$T/err" && ok || bad "missing model"

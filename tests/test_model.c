@@ -154,6 +154,21 @@ static void check_reference(const char *name) {
     assert_true(dl <= TOL_LOGITS);
     assert_true(dr <= TOL_RESID);
     if (dc >= 0) assert_true(dc <= TOL_LOGITS);
+    if (m.layers[0].wq->dtype == STETHO_DTYPE_BF16) {
+        /* bf16 compute (activations rounded at every product): within bf16's
+         * precision of the reference, and really rounded (not equal to f32) */
+        float *l16 = malloc((size_t)T * V * sizeof(float));
+        stetho_set_compute(STETHO_COMPUTE_BF16);
+        assert_int_equal(stetho_model_forward(&m, tokens, T, l16, NULL), STETHO_OK);
+        stetho_set_compute(STETHO_COMPUTE_F32);
+        const float *r = rl->data;
+        double lo = r[0], hi = r[0];
+        for (size_t i = 0; i < (size_t)T * V; i++) lo = fmin(lo, r[i]), hi = fmax(hi, r[i]);
+        double d16 = max_abs_diff(l16, rl->data, (size_t)T * V);
+        print_message("%-26s bf16 compute: max|dlogits| %.3e = %.2e of the logit range\n", name, d16, d16 / (hi - lo));
+        assert_true(d16 > TOL_LOGITS && d16 <= 2e-2 * (hi - lo));
+        free(l16);
+    }
     stetho_st_close(&ref);
     capture_free(&cap);
     stetho_hooks_free(&hooks);

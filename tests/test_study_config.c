@@ -61,6 +61,43 @@ static void test_defaults_and_paths(void **state) {
     stetho_study_config_free(&c);
 }
 
+static void test_compute(void **state) {
+    (void)state;
+    stetho_study_config c;
+    char text[512], *json;
+    assert_int_equal(stetho_study_config_parse(&c, minimal, strlen(minimal), "study.yaml", "/r"), STETHO_OK);
+    assert_false(c.has_compute);
+    assert_int_equal(stetho_study_compute(&c), STETHO_COMPUTE_F32);
+    assert_int_equal(stetho_study_config_json(&c, &json), STETHO_OK);
+    assert_null(strstr(json, "compute"));
+    uint64_t h_unset = stetho_hash64(json, strlen(json), 0);
+    free(json);
+    stetho_study_config_free(&c);
+    snprintf(text, sizeof text, "%scompute: f32\n", minimal);
+    assert_int_equal(stetho_study_config_parse(&c, text, strlen(text), "study.yaml", "/r"), STETHO_OK);
+    assert_true(c.has_compute);
+    assert_int_equal(stetho_study_config_json(&c, &json), STETHO_OK);
+    assert_true(stetho_hash64(json, strlen(json), 0) == h_unset);
+    free(json);
+    stetho_study_config_free(&c);
+    snprintf(text, sizeof text, "%scompute: bf16\n", minimal);
+    assert_int_equal(stetho_study_config_parse(&c, text, strlen(text), "study.yaml", "/r"), STETHO_OK);
+    assert_int_equal(stetho_study_compute(&c), STETHO_COMPUTE_BF16);
+    assert_int_equal(stetho_study_config_json(&c, &json), STETHO_OK);
+    assert_non_null(strstr(json, "\"compute\": \"bf16\""));
+    free(json);
+    stetho_study_config_free(&c);
+    /* unset, the process's mode is the study's */
+    assert_int_equal(stetho_study_config_parse(&c, minimal, strlen(minimal), "study.yaml", "/r"), STETHO_OK);
+    stetho_set_compute(STETHO_COMPUTE_BF16);
+    assert_int_equal(stetho_study_compute(&c), STETHO_COMPUTE_BF16);
+    stetho_set_compute(STETHO_COMPUTE_F32);
+    stetho_study_config_free(&c);
+    snprintf(text, sizeof text, "%scompute: fp8\n", minimal);
+    assert_int_equal(stetho_study_config_parse(&c, text, strlen(text), "bad.yaml", "/r"), STETHO_ERR_FORMAT);
+    assert_non_null(strstr(stetho_last_error(), "'compute' must be f32 or bf16, not 'fp8'"));
+}
+
 static void test_full_file_with_anchors(void **state) {
     (void)state;
     const char *yaml =
@@ -180,6 +217,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults_and_paths),
         cmocka_unit_test(test_full_file_with_anchors),
+        cmocka_unit_test(test_compute),
         cmocka_unit_test(test_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,5 +1,6 @@
 /* CLI helpers: error reporting in one format and option-value parsing. */
 #include "cli.h"
+#include "stetho/model.h"
 
 #include <errno.h>
 #include <math.h>
@@ -88,5 +89,19 @@ bool cli_opt(int argc, char **argv, int *i, const char *opt, const char **val, b
         return true;
     }
     *val = argv[++*i];
+    return true;
+}
+
+bool cli_compute_opt(int argc, char **argv, int *i, bool *bad, const char *verb) {
+    const char *val = NULL;
+    if (!cli_opt(argc, argv, i, "--compute", &val, bad, verb)) return false;
+    stetho_compute c;
+    if (*bad) return true;
+    if (stetho_compute_parse(val, &c)) {
+        cli_usage(verb, "--compute must be f32 or bf16, not '%s'", val);
+        *bad = true;
+        return true;
+    }
+    stetho_set_compute(c);
     return true;
 }

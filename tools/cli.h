@@ -31,4 +31,8 @@ bool cli_parse_size(const char *verb, const char *opt, const char *s, uint64_t *
  * Prints a usage error and sets *bad when the value is missing. */
 bool cli_opt(int argc, char **argv, int *i, const char *opt, const char **val, bool *bad, const char *verb);
 
+/* --compute f32|bf16 (stetho_set_compute): true if argv[i] is the option (then
+ * *i advances past its value); prints a usage error and sets *bad when the
+ * value is missing or not a mode. */
+bool cli_compute_opt(int argc, char **argv, int *i, bool *bad, const char *verb);
 #endif

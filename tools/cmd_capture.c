@@ -14,12 +14,13 @@
 
 static const char *help =
     "usage: stetho capture MODEL (--text TEXT | --tokens IDS | --input F.jsonl) --hooks LIST\n"
-    "                      -o OUT.safetensors [--threads N]\n"
+    "                      -o OUT.safetensors [--threads N] [--compute f32|bf16]\n"
     "\n"
-    "Runs the prompt(s) through the model (f32 compute) and writes the requested\n"
-    "activations, named by TransformerLens hook names, each F32 [tokens, dim],\n"
-    "plus I32 `tokens` [tokens]. With --input the prompts are concatenated along\n"
-    "the token axis and I64 `prompt_offsets` [prompts + 1] marks where each starts.\n"
+    "Runs the prompt(s) through the model (f32 compute unless --compute bf16) and\n"
+    "writes the requested activations, named by TransformerLens hook names, each\n"
+    "F32 [tokens, dim], plus I32 `tokens` [tokens]. With --input the prompts are\n"
+    "concatenated along the token axis and I64 `prompt_offsets` [prompts + 1] marks\n"
+    "where each starts.\n"
     "  --text TEXT      encode TEXT with the model's tokenizer.json (BOS added)\n"
     "  --tokens IDS     comma-separated token ids, e.g. 2,17,9 (include BOS yourself)\n"
     "  --input F        JSONL, one prompt per line in a \"text\" field (BOS added)\n"
@@ -28,7 +29,8 @@ static const char *help =
     "                   blocks.L.hook_resid_post; L may be * for every layer,\n"
     "                   e.g. 'blocks.*.hook_resid_post,logits'\n"
     "  -o, --output P   output .safetensors file\n"
-    "  --threads N      worker threads (default: all cores)\n";
+    "  --threads N      worker threads (default: all cores)\n"
+    "  --compute MODE   f32 (default) or bf16: activations rounded to bf16 at bf16 weights\n";
 
 static int parse_ids(const char *s, int32_t **out, int *n) {
     size_t cap = 16, len = 0;
@@ -152,6 +154,7 @@ int cmd_capture(int argc, char **argv) {
                    cli_opt(argc, argv, &i, "--text", &text, &bad, "capture") ||
                    cli_opt(argc, argv, &i, "--input", &input, &bad, "capture") ||
                    cli_opt(argc, argv, &i, "--hooks", &hooks_s, &bad, "capture")) {
+        } else if (cli_compute_opt(argc, argv, &i, &bad, "capture")) {
         } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad, "capture")) {
             long t;
             if (!bad && !cli_parse_int("capture", "--threads", val, 1, 1024, &t)) return CLI_EXIT_USAGE;

@@ -21,7 +21,7 @@
 
 static const char *help =
     "usage: stetho demo [-o RUN_DIR] [--world DIR] [--quick] [--limit N] [--top-k K]\n"
-    "                   [--ablation] [--threads N] [--rerun]\n"
+    "                   [--ablation] [--threads N] [--compute f32|bf16] [--rerun]\n"
     "\n"
     "The study on the tiny world (docs/tiny-world.md): the task vector of its\n"
     "math fine-tune, per-layer specificity from its SAEs, the scalpel (tau projected\n"
@@ -40,6 +40,8 @@ static const char *help =
     "  --top-k K    layers the stethoscope and its controls edit (default 3)\n"
     "  --ablation   also tau in each single layer and in all but each layer, and\n"
     "               the rank correlation of specificity with measured importance\n"
+    "  --compute M  f32 (default) or bf16: activations rounded to bf16 at bf16\n"
+    "               weights (faster prompts; numbers differ from f32's)\n"
     "  --rerun      redo every step\n";
 
 static double t0;
@@ -216,6 +218,7 @@ int cmd_demo(int argc, char **argv) {
             if (!bad && !cli_parse_int("demo", "--limit", val, 1, 100000, &limit)) return CLI_EXIT_USAGE;
         } else if (cli_opt(argc, argv, &i, "--top-k", &val, &bad, "demo")) {
             if (!bad && !cli_parse_int("demo", "--top-k", val, 1, 1024, &top_k)) return CLI_EXIT_USAGE;
+        } else if (cli_compute_opt(argc, argv, &i, &bad, "demo")) {
         } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad, "demo")) {
             if (!bad && !cli_parse_int("demo", "--threads", val, 1, 1024, &l)) return CLI_EXIT_USAGE;
             if (!bad) stetho_set_threads((int)l);

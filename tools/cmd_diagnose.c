@@ -14,7 +14,7 @@ static const char *help =
     "usage: stetho diagnose MODEL --sae-dir DIR --domain D.jsonl --general G.jsonl -o SCORES.json\n"
     "                       [--metric NAME] [--max-tokens N] [--limit N] [--field NAME]\n"
     "                       [--k K] [--ratio R] [--smoothing A] [--top-features N]\n"
-    "                       [--probe-folds F] [--force] [--quiet] [--threads N]\n"
+    "                       [--probe-folds F] [--force] [--quiet] [--threads N] [--compute f32|bf16]\n"
     "\n"
     "Runs MODEL on both prompt sets; at every layer with an SAE in DIR the hook's\n"
     "activations go straight into the SAE encoder and running statistics (nothing is\n"
@@ -48,6 +48,7 @@ static const char *help =
     "  --force            replace existing outputs\n"
     "  --quiet            no progress on stderr\n"
     "  --threads N        worker threads (default: all cores)\n"
+    "  --compute MODE     f32 (default) or bf16: activations rounded to bf16 at bf16 weights\n"
     "See docs/diagnose.md for the exact definitions.\n";
 
 typedef struct {
@@ -108,6 +109,7 @@ int cmd_diagnose(int argc, char **argv) {
         } else if (cli_opt(argc, argv, &i, "--smoothing", &val, &bad, "diagnose")) {
             if (!bad && (!cli_parse_double("diagnose", "--smoothing", val, &o.smoothing))) return CLI_EXIT_USAGE;
             if (!bad && !(o.smoothing > 0)) return cli_usage("diagnose", "--smoothing must be > 0");
+        } else if (cli_compute_opt(argc, argv, &i, &bad, "diagnose")) {
         } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad, "diagnose")) {
             if (!bad && !cli_parse_int("diagnose", "--threads", val, 1, 1024, &v)) return CLI_EXIT_USAGE;
             if (!bad) stetho_set_threads((int)v);

@@ -10,7 +10,7 @@
 static const char *help =
     "usage: stetho eval MODEL --tasks TASKS --output-path DIR [--num-fewshot N] [--limit N]\n"
     "                   [--max-gen-toks N] [--batch-size B] [--chat] [--data DIR]\n"
-    "                   [--log-samples] [--threads N] [--quiet]\n"
+    "                   [--log-samples] [--threads N] [--compute f32|bf16] [--quiet]\n"
     "\n"
     "Evaluates MODEL on Minerva Math exactly as lm-evaluation-harness's minerva_math\n"
     "builds its prompts and scores them (docs/eval.md), with stetho's LaTeX\n"
@@ -34,6 +34,7 @@ static const char *help =
     "  --output-path DIR  where results go (created)\n"
     "  --log-samples      also write every problem's prompt, generation and verdict\n"
     "  --threads N        worker threads (default: all cores)\n"
+    "  --compute MODE     f32 (default) or bf16: activations rounded to bf16 at bf16 weights\n"
     "  --quiet            no progress bar (notes about resuming are still printed)\n";
 
 static void on_notice(void *user, const char *task, const char *message) {
@@ -85,6 +86,7 @@ int cmd_eval(int argc, char **argv) {
         } else if (cli_opt(argc, argv, &i, "--batch-size", &val, &bad, "eval") ||
                    cli_opt(argc, argv, &i, "--batch_size", &val, &bad, "eval")) {
             if (!bad && !(bad = !cli_parse_int("eval", "--batch-size", val, 1, 4096, &l))) o.batch_size = (int)l;
+        } else if (cli_compute_opt(argc, argv, &i, &bad, "eval")) {
         } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad, "eval")) {
             if (!bad && !(bad = !cli_parse_int("eval", "--threads", val, 1, 1024, &l))) stetho_set_threads((int)l);
         } else if (a[0] == '-' && a[1]) {
@@ -99,7 +101,8 @@ int cmd_eval(int argc, char **argv) {
     if (!model_path) return cli_usage("eval", "need MODEL");
     if (!out) return cli_usage("eval", "need --output-path DIR");
     char margs[1200];
-    snprintf(margs, sizeof margs, "pretrained=%s", model_path);
+    snprintf(margs, sizeof margs, "pretrained=%s%s", model_path,
+             stetho_get_compute() == STETHO_COMPUTE_BF16 ? ",compute=bf16" : "");
     o.model_args = margs;
     if (!quiet && isatty(2)) o.progress = on_progress;
     else if (!quiet) o.progress = NULL;

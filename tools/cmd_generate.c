@@ -10,7 +10,7 @@
 
 static const char *help =
     "usage: stetho generate MODEL --prompt TEXT [--chat] [--max-tokens N] [--temperature T]\n"
-    "                       [--top-p P] [--seed S] [--stop STR]... [--threads N] [--quiet]\n"
+    "                       [--top-p P] [--seed S] [--stop STR]... [--threads N] [--compute f32|bf16] [--quiet]\n"
     "\n"
     "Continues TEXT with the model (f32 compute, KV cache) and streams the new text\n"
     "to stdout. Greedy by default (temperature 0); a summary goes to stderr.\n"
@@ -25,6 +25,7 @@ static const char *help =
     "  --stop STR         end the output before STR (repeatable); EOS and\n"
     "                     end-of-turn tokens always stop\n"
     "  --threads N        worker threads (default: all cores)\n"
+    "  --compute MODE     f32 (default) or bf16: activations rounded to bf16 at bf16 weights\n"
     "  --quiet            no summary on stderr\n";
 
 static void on_piece(void *user, size_t seq, const char *piece, size_t len) {
@@ -78,6 +79,7 @@ int cmd_generate(int argc, char **argv) {
             }
         } else if (cli_opt(argc, argv, &i, "--seed", &val, &bad, "generate")) {
             if (!bad && !(bad = !cli_parse_int("generate", "--seed", val, 0, INT64_MAX, &l))) o.seed = (uint64_t)l;
+        } else if (cli_compute_opt(argc, argv, &i, &bad, "generate")) {
         } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad, "generate")) {
             if (!bad && !(bad = !cli_parse_int("generate", "--threads", val, 1, 1024, &l))) stetho_set_threads((int)l);
         } else if (argv[i][0] == '-' && argv[i][1]) {

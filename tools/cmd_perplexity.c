@@ -7,13 +7,15 @@
 
 static const char *help =
     "usage: stetho perplexity MODEL --input TEXT.jsonl [--max-tokens N] [--limit N] [--json] [--threads N]\n"
+    "                         [--compute f32|bf16]\n"
     "\n"
     "Token-level perplexity of the \"text\" of every line (BOS added, every later\n"
     "token predicted; exp of the token-weighted mean NLL). Documents longer than\n"
     "--max-tokens are scored in windows with a stride of half a window.\n"
     "  --max-tokens N   window length (default: the model's context)\n"
     "  --limit N        first N documents only\n"
-    "  --json           print {\"perplexity\", \"nll\", \"tokens\", \"documents\"}\n";
+    "  --json           print {\"perplexity\", \"nll\", \"tokens\", \"documents\"}\n"
+    "  --compute MODE   f32 (default) or bf16: activations rounded to bf16 at bf16 weights\n";
 
 int cmd_perplexity(int argc, char **argv) {
     const char *model_path = NULL, *input = NULL, *val = NULL;
@@ -30,6 +32,7 @@ int cmd_perplexity(int argc, char **argv) {
             if (!bad && !cli_parse_int("perplexity", "--max-tokens", val, 2, 1 << 24, &max_tokens)) return CLI_EXIT_USAGE;
         } else if (cli_opt(argc, argv, &i, "--limit", &val, &bad, "perplexity")) {
             if (!bad && !cli_parse_int("perplexity", "--limit", val, 1, 1L << 40, &limit)) return CLI_EXIT_USAGE;
+        } else if (cli_compute_opt(argc, argv, &i, &bad, "perplexity")) {
         } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad, "perplexity")) {
             if (!bad && !cli_parse_int("perplexity", "--threads", val, 1, 1024, &l)) return CLI_EXIT_USAGE;
             if (!bad) stetho_set_threads((int)l);

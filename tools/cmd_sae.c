@@ -213,7 +213,8 @@ static const char *train_help =
     "  --json PATH            also write the report (settings, progress, held-out metrics)\n"
     "  --force                overwrite an SAE already in DIR\n"
     "  --quiet                no progress line on stderr\n"
-    "  --threads N            worker threads (default: all cores)\n";
+    "  --threads N            worker threads (default: all cores)\n"
+    "  --compute MODE         f32 (default) or bf16: activations rounded to bf16 at bf16 weights\n";
 
 static const char *eval_help =
     "usage: stetho sae eval MODEL SAE_DIR --input PROMPTS.jsonl [options]\n"
@@ -232,7 +233,8 @@ static const char *eval_help =
     "  --no-downstream            reconstruction metrics only (one forward pass per prompt)\n"
     "  --field NAME               JSONL field holding the text (default text)\n"
     "  --json                     print JSON instead of a table\n"
-    "  --threads N                worker threads (default: all cores)\n";
+    "  --threads N                worker threads (default: all cores)\n"
+    "  --compute MODE             f32 (default) or bf16: activations rounded to bf16 at bf16 weights\n";
 
 /* "3", "0,2,5", "2-6", "all" -> sorted distinct layers < n_layers. */
 static int parse_layers(const char *s, int n_layers, int **out, int *n) {
@@ -432,6 +434,7 @@ static int parse_train(int argc, char **argv, train_args *a) {
             else if (!strcmp(v, "geometric-median")) a->bdec = STETHO_SAE_BDEC_GEOMETRIC_MEDIAN;
             else if (!strcmp(v, "zero")) a->bdec = STETHO_SAE_BDEC_ZERO;
             else return cli_usage("sae", "--b-dec-init must be mean, geometric-median or zero, not '%s'", v);
+        } else if (cli_compute_opt(argc, argv, &i, &bad, "sae")) {
         } else if (cli_opt(argc, argv, &i, "--threads", &v, &bad, "sae")) {
             long t;
             if (!bad && !cli_parse_int("sae", "--threads", v, 1, 1024, &t)) return CLI_EXIT_USAGE;
@@ -674,6 +677,7 @@ static int sae_eval(int argc, char **argv) {
         } else if (cli_opt(argc, argv, &i, "--max-tokens-per-prompt", &v, &bad, "sae")) {
             if (!bad && !cli_parse_int("sae", "--max-tokens-per-prompt", v, 1, 1 << 24, &per_prompt))
                 return CLI_EXIT_USAGE;
+        } else if (cli_compute_opt(argc, argv, &i, &bad, "sae")) {
         } else if (cli_opt(argc, argv, &i, "--threads", &v, &bad, "sae")) {
             long t;
             if (!bad && !cli_parse_int("sae", "--threads", v, 1, 1024, &t)) return CLI_EXIT_USAGE;

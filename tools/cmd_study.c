@@ -7,7 +7,7 @@
 #include <time.h>
 
 static const char *help =
-    "usage: stetho study CONFIG.yaml -o RUN_DIR [--force] [--rerun] [--threads N] [--quiet]\n"
+    "usage: stetho study CONFIG.yaml -o RUN_DIR [--force] [--rerun] [--threads N] [--compute f32|bf16] [--quiet]\n"
     "\n"
     "Runs the study a mergekit-style YAML describes (see docs/study.md): the task\n"
     "vector, diagnose (per-layer specificity from the SAEs), the scalpel's\n"
@@ -19,6 +19,7 @@ static const char *help =
     "  --force            use a RUN_DIR made with another config (changed steps rerun)\n"
     "  --rerun            rerun every step, even those up to date\n"
     "  --threads N        worker threads (default: the config's, else all cores)\n"
+    "  --compute MODE     f32 (default) or bf16: activations rounded to bf16 at bf16 weights\n"
     "  --quiet            no progress lines\n";
 
 static double t0;
@@ -33,7 +34,7 @@ static void on_progress(void *user, const char *step, const char *msg) {
 
 int cmd_study(int argc, char **argv) {
     const char *config = NULL, *out = NULL, *val = NULL;
-    bool bad = false, quiet = false;
+    bool bad = false, quiet = false, compute_given = false;
     stetho_study_run_opts o = {0};
     long threads = 0;
     for (int i = 1; i < argc && !bad; i++) {
@@ -48,6 +49,8 @@ int cmd_study(int argc, char **argv) {
             quiet = true;
         } else if (cli_opt(argc, argv, &i, "-o", &out, &bad, "study") ||
                    cli_opt(argc, argv, &i, "--output", &out, &bad, "study")) {
+        } else if (cli_compute_opt(argc, argv, &i, &bad, "study")) {
+            compute_given = true;
         } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad, "study")) {
             if (!bad && !cli_parse_int("study", "--threads", val, 1, 1024, &threads)) return CLI_EXIT_USAGE;
         } else if (argv[i][0] == '-' && argv[i][1]) {
@@ -64,6 +67,10 @@ int cmd_study(int argc, char **argv) {
     stetho_study_config c;
     stetho_status st = stetho_study_config_load(&c, config);
     if (st) return cli_fail(st, "see docs/study.md for the config's keys");
+    if (compute_given) { /* the command line over the config, as for --threads */
+        c.has_compute = true;
+        c.compute = stetho_get_compute();
+    }
     if (threads) stetho_set_threads((int)threads);
     else if (c.threads) stetho_set_threads(c.threads);
     struct timespec ts;

@@ -45,6 +45,34 @@ typedef struct {
     double original_max_pos;    /* LLAMA3 original_max_position_embeddings */
 } stetho_rope;
 
+/* How matrix products with bf16-stored weights are computed.
+ *   STETHO_COMPUTE_F32   (default) activations stay f32, weights are widened
+ *                        exactly: HF transformers' float32 results.
+ *   STETHO_COMPUTE_BF16  activations are rounded to bf16 (round to nearest
+ *                        even) where they enter a product with a bf16 weight,
+ *                        products are summed in f32: what llama.cpp and HF's
+ *                        bf16 kernels do, at twice the multiply rate on CPUs
+ *                        with AVX512-BF16. Norms, attention, activations and
+ *                        the residual stream stay f32; f32/f16 weights are
+ *                        always computed in f32.
+ * A process-wide setting, like the thread count; it applies to forward passes
+ * started after the call. */
+typedef enum {
+    STETHO_COMPUTE_F32,
+    STETHO_COMPUTE_BF16,
+} stetho_compute;
+
+void stetho_set_compute(stetho_compute c);
+stetho_compute stetho_get_compute(void);
+/* "f32" / "bf16" */
+const char *stetho_compute_name(stetho_compute c);
+/* Parse "f32" or "bf16"; STETHO_ERR_INVALID names the value otherwise. */
+stetho_status stetho_compute_parse(const char *s, stetho_compute *out);
+/* Whether this build has dedicated kernels for c (bf16: compiled for a CPU with
+ * AVX512-BF16). Without them bf16 compute gives the same numbers as with them
+ * (the activations are rounded, the products run in f32), only no faster. */
+bool stetho_compute_native(stetho_compute c);
+
 /* Everything the forward pass needs from config.json, per family. */
 typedef struct {
     stetho_family family;

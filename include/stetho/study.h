@@ -18,11 +18,13 @@
  *                 chat: bool, data: DIR}
  *   perplexity:  {input: JSONL, max_tokens: N}
  *   threads:     N
+ *   compute:     f32 | bf16   (stetho_set_compute; default: the process's setting)
  * Top-level keys starting with '.' or '_' are ignored (holders of anchors). */
 #ifndef STETHO_STUDY_H
 #define STETHO_STUDY_H
 
 #include "stetho/common.h"
+#include "stetho/model.h"
 #include <stdbool.h>
 
 #ifdef __cplusplus
@@ -65,6 +67,8 @@ typedef struct {
     char *perplexity_input;     /* NULL = no retention measurement */
     int perplexity_max_tokens;  /* default 512 */
     int threads;                /* 0 = default */
+    bool has_compute;           /* compute: given (else the process's stetho_get_compute()) */
+    stetho_compute compute;
 } stetho_study_config;
 
 /* Parse and validate a study file (or YAML text, for tests: label names it and
@@ -76,6 +80,9 @@ void stetho_study_config_free(stetho_study_config *c);
 
 /* diagnose.top_features in force: the value given, else diagnose's default (32). */
 int stetho_study_top_features(const stetho_study_config *c);
+/* The compute mode the study's forward passes run in: the config's `compute`,
+ * else the process's (stetho_get_compute). */
+stetho_compute stetho_study_compute(const stetho_study_config *c);
 
 /* The configuration after defaults, as canonical JSON (sorted keys): what a run
  * directory records and what step hashes are computed from. */
