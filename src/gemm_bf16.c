@@ -52,7 +52,6 @@ bool stetho_compute_native(stetho_compute c) {
 #endif
 }
 
-
 void st_round_to_bf16(float *dst, const float *src, size_t n) {
     #pragma omp parallel for schedule(static)
     for (long i = 0; i < (long)n; i++) {
@@ -66,11 +65,6 @@ void st_round_to_bf16(float *dst, const float *src, size_t n) {
 #define MR 6          /* rows (tokens) of a register tile */
 #define NR 64         /* columns of a panel: 4 vectors of 16 */
 #define KC_PAIRS 1024 /* k-pairs packed at once: 64 x 2048 bf16 = 256 KB */
-
-static int team_size(void) {
-    int n = stetho_get_threads();
-    return n > 0 ? n : 1;
-}
 
 /* Activations [T, K] f32 -> [T, Kp] bf16 with Kp = K rounded up to even (the
  * pad is 0, so an odd K adds nothing). */
@@ -187,7 +181,7 @@ size_t st_matmul_bf16_scratch_elems(int T, int K) {
     size_t Kp = (size_t)(K > 0 ? K : 1) + 1, t = (size_t)(T > 0 ? T : 1);
     /* bf16 activations (2 per float) + one packed panel per thread + a zero
      * row, each rounded up to 64 bytes */
-    return (t * Kp + 1) / 2 + 16 + (size_t)team_size() * (KC_PAIRS * NR + 16) + Kp / 2 + 16;
+    return (t * Kp + 1) / 2 + 16 + (size_t)stetho_get_threads() * (KC_PAIRS * NR + 16) + Kp / 2 + 16;
 }
 
 static float *align64(float *p) { return (float *)(((uintptr_t)p + 63) & ~(uintptr_t)63); }
@@ -204,7 +198,7 @@ static void matmul_many_rows_bf16(float *out, int ldo, const float *in, int T, i
     convert_rows_bf16(A, Kp, in, T, K);
     const uint16_t *Wd = W->data;
     size_t n_panels = (N + NR - 1) / NR;
-    int nt = team_size();
+    int nt = stetho_get_threads();
     if ((size_t)nt > n_panels) nt = (int)n_panels;
     #pragma omp parallel num_threads(nt)
     {

@@ -145,48 +145,51 @@ static void matmul_few_rows(float *out, int ldo, const float *in, int T, int K, 
     }
 }
 
+/* out[t, n] = in[t] . W[n] for T > ST_FEW_ROWS through sgemm: each thread takes
+ * a contiguous range of output columns (weight rows). */
+static void matmul_many_rows(float *out, int ldo, const float *in, int T, int K, const stetho_tensor *W,
+                             float *scratch) {
+    size_t N = (size_t)W->shape[0];
+    int nt = team_size();
+    if ((size_t)nt > N) nt = (int)N;
+    bool direct = W->dtype == STETHO_DTYPE_F32 && ((uintptr_t)W->data % sizeof(float)) == 0;
+    size_t rows_per_block = block_rows((size_t)K), per_thread = f32_scratch_elems(K) / (size_t)team_size();
+    #pragma omp parallel for schedule(static) num_threads(nt)
+    for (int p = 0; p < nt; p++) {
+        size_t lo = N * (size_t)p / (size_t)nt, hi = N * (size_t)(p + 1) / (size_t)nt;
+        if (direct) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)(hi - lo), K, 1.0f, in, K,
+                        (const float *)W->data + lo * (size_t)K, K, 0.0f, out + lo, ldo);
+            continue;
+        }
+        float *buf = scratch + (size_t)p * per_thread;
+        for (size_t n0 = lo; n0 < hi; n0 += rows_per_block) {
+            size_t nb = hi - n0 < rows_per_block ? hi - n0 : rows_per_block;
+            convert_rows(buf, W, n0, nb, (size_t)K);
+            /* out[:, n0:n0+nb] = in [T, K] . buf[nb, K]^T */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)nb, K, 1.0f, in, K, buf, K, 0.0f,
+                        out + n0, ldo);
+        }
+    }
+}
+
 stetho_status st_matmul_wt(float *out, int ldo, const float *in, int T, int K, const stetho_tensor *W,
                            const float *bias, float *scratch, stetho_compute mode) {
     if (W->ndim != 2 || W->shape[1] != (uint64_t)K)
         return st_err(STETHO_ERR_MISMATCH, "%s: expected %d columns", W->name, K);
     size_t N = (size_t)W->shape[0];
     if (T <= 0 || N == 0) return STETHO_OK;
-    bool bf16 = mode == STETHO_COMPUTE_BF16 && W->dtype == STETHO_DTYPE_BF16;
-    float *bf16_scratch = scratch + f32_scratch_elems(K);
-    if (bf16 && !st_matmul_bf16(out, ldo, in, T, K, W, bf16_scratch)) {
-        /* no bf16 kernels in this build: the same rounding, then f32 products */
-        st_round_to_bf16(bf16_scratch, in, (size_t)T * (size_t)K);
-        in = bf16_scratch;
-        bf16 = false;
-    }
-    if (bf16) {
-        /* done above */
-    } else if (T <= ST_FEW_ROWS) {
-        matmul_few_rows(out, ldo, in, T, K, W);
-    } else {
-        /* each thread takes a contiguous range of output columns (weight rows) */
-        int nt = team_size();
-        if ((size_t)nt > N) nt = (int)N;
-        bool direct = W->dtype == STETHO_DTYPE_F32 && ((uintptr_t)W->data % sizeof(float)) == 0;
-        size_t rows_per_block = block_rows((size_t)K), per_thread = f32_scratch_elems(K) / (size_t)team_size();
-        #pragma omp parallel for schedule(static) num_threads(nt)
-        for (int p = 0; p < nt; p++) {
-            size_t lo = N * (size_t)p / (size_t)nt, hi = N * (size_t)(p + 1) / (size_t)nt;
-            if (direct) {
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)(hi - lo), K, 1.0f, in, K,
-                            (const float *)W->data + lo * (size_t)K, K, 0.0f, out + lo, ldo);
-                continue;
-            }
-            float *buf = scratch + (size_t)p * per_thread;
-            for (size_t n0 = lo; n0 < hi; n0 += rows_per_block) {
-                size_t nb = hi - n0 < rows_per_block ? hi - n0 : rows_per_block;
-                convert_rows(buf, W, n0, nb, (size_t)K);
-                /* out[:, n0:n0+nb] = in [T, K] . buf[nb, K]^T */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, (int)nb, K, 1.0f, in, K, buf, K, 0.0f,
-                            out + n0, ldo);
-            }
+    bool done = false;
+    if (mode == STETHO_COMPUTE_BF16 && W->dtype == STETHO_DTYPE_BF16) {
+        float *bf16_scratch = scratch + f32_scratch_elems(K);
+        done = st_matmul_bf16(out, ldo, in, T, K, W, bf16_scratch);
+        if (!done) { /* no bf16 kernels in this build: the same rounding, then f32 products */
+            st_round_to_bf16(bf16_scratch, in, (size_t)T * (size_t)K);
+            in = bf16_scratch;
         }
     }
+    if (!done && T <= ST_FEW_ROWS) matmul_few_rows(out, ldo, in, T, K, W);
+    else if (!done) matmul_many_rows(out, ldo, in, T, K, W, scratch);
     if (bias) {
         #pragma omp parallel for schedule(static)
         for (int t = 0; t < T; t++) {
