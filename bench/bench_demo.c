@@ -14,11 +14,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "bench_util.h"
+
 
 /* Seconds `cmd` took, or -1 when it failed (its output is in log). */
 static double timed(const char *cmd) {

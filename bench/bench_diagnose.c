@@ -16,11 +16,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "bench_util.h"
+
 
 static double timed(const char *cmd) {
     double t0 = now();

@@ -13,11 +13,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "bench_util.h"
+
 
 /* Problems per minute at a batch size; each run starts from an empty directory
  * (an evaluation resumes from what it finds). */

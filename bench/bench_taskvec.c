@@ -15,14 +15,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
+#include "bench_util.h"
 
 static uint64_t rng_state = 88172645463325252ull;
 static inline uint32_t xorshift(void) {
@@ -130,6 +125,7 @@ static double baseline(const char **inputs, int n_in, const char *out, uint64_t 
     const size_t B = 8 << 20;
     char *buf = malloc(B);
     memset(buf, 1, B);
+    sync(); /* start clean: the previous contender's dirty pages are not charged to this one */
     double t0 = now();
     int fo = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     uint64_t written = 0;
@@ -171,6 +167,7 @@ static long rss_anon_kb(pid_t pid) {
 
 /* Run argv, return wall seconds; *peak_kb = max RssAnon sampled every 5 ms. */
 static double run(char *const argv[], long *peak_kb) {
+    sync();
     double t0 = now();
     pid_t pid = fork();
     if (pid == 0) {

@@ -1,4 +1,4 @@
-/* What the library-linked benchmarks share: a monotonic clock. */
+/* What the benchmarks share: a monotonic clock. */
 #ifndef STETHO_BENCH_UTIL_H
 #define STETHO_BENCH_UTIL_H
 

@@ -122,28 +122,34 @@ void stetho_diag_acc_free(stetho_diag_acc *a) {
     memset(a, 0, sizeof *a);
 }
 
-/* Token statistics and the running prompt sums of n rows acts [n, d_sae]. */
+#define ACC_TILE 64 /* features per accumulation tile: its sums stay in L1 and the row loop vectorises */
+
+/* Token statistics and the running prompt sums of n rows acts [n, d_sae].
+ * Threads own disjoint feature tiles (no reduction) and walk the rows in
+ * order, so every sum is the same whatever the thread count; an inactive
+ * entry adds exactly zero. */
 static void acc_add_rows(stetho_diag_acc *a, int set, const float *acts, size_t n) {
-    int ds = a->d_sae;
-    uint64_t *cnt = a->n_active[set];
-    double *s1 = a->sum[set], *s2 = a->sum_sq[set], *pool = a->pool;
-    /* threads own disjoint feature ranges, so no reduction is needed */
+    int ds = a->d_sae, n_tiles = (ds + ACC_TILE - 1) / ACC_TILE;
 #pragma omp parallel for schedule(static)
-    for (int j = 0; j < ds; j++) {
-        uint64_t c = 0;
-        double x = 0, xx = 0;
+    for (int t = 0; t < n_tiles; t++) {
+        int j0 = t * ACC_TILE, w = ds - j0 < ACC_TILE ? ds - j0 : ACC_TILE;
+        uint64_t c[ACC_TILE] = {0};
+        double x[ACC_TILE] = {0}, xx[ACC_TILE] = {0};
         for (size_t r = 0; r < n; r++) {
-            float v = acts[r * (size_t)ds + (size_t)j];
-            if (v > 0) {
-                c++;
-                x += v;
-                xx += (double)v * v;
+            const float *row = acts + r * (size_t)ds + (size_t)j0;
+            for (int j = 0; j < w; j++) {
+                double v = row[j] > 0 ? row[j] : 0;
+                c[j] += row[j] > 0;
+                x[j] += v;
+                xx[j] += v * v;
             }
         }
-        cnt[j] += c;
-        s1[j] += x;
-        s2[j] += xx;
-        pool[j] += x;
+        for (int j = 0; j < w; j++) {
+            a->n_active[set][j0 + j] += c[j];
+            a->sum[set][j0 + j] += x[j];
+            a->sum_sq[set][j0 + j] += xx[j];
+            a->pool[j0 + j] += x[j];
+        }
     }
     a->n_tokens[set] += n;
 }

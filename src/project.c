@@ -112,8 +112,12 @@ stetho_status stetho_project_taskvec(const stetho_checkpoint *tv, const stetho_s
     rep->layers = st_calloc(n_sel ? n_sel : 1, sizeof *rep->layers);
     rep->tensors = st_calloc(tv->n_tensors ? tv->n_tensors : 1, sizeof *rep->tensors);
     float *buf = NULL, *tmp = NULL, *outb = NULL; /* buf, outb: one block each; tmp: r x (block rows | cols) */
-    size_t tmp_cap = 0;
+    size_t tmp_cap = 0, zeroed = 0; /* zeroed: leading floats of outb known to be zero */
     stetho_st_writer w;
+    /* the products are thin (k columns): OpenBLAS's own threads would only
+     * busy-wait against the OpenMP team (profiled: half the run) */
+    int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
     bool have_writer = false;
     if (!bases || !rep->layers || !rep->tensors) {
         st = STETHO_ERR_NOMEM;
@@ -221,38 +225,47 @@ stetho_status stetho_project_taskvec(const stetho_checkpoint *tv, const stetho_s
         }
         const uint8_t *src = t->data;
         int dm = project ? B->d_model : 0;
+        bool direct = t->dtype == STETHO_DTYPE_F32; /* f32 blocks are read from the mapping as they are */
         if (project && wr) { /* dW [d_model, cols]: Q (Q^T dW), Q^T dW accumulated over row blocks first */
             memset(tmp, 0, r * cols * sizeof *tmp);
             for (size_t i0 = 0; i0 < rows; i0 += rb) {
                 size_t nr = rows - i0 < rb ? rows - i0 : rb;
-                stetho_convert_to_f32(buf, src + i0 * cols * esz, t->dtype, nr * cols);
-                ts->energy_before += sumsq(buf, nr * cols);
+                const float *in = direct ? (const float *)(const void *)(src + i0 * cols * esz) : buf;
+                if (!direct) stetho_convert_to_f32(buf, src + i0 * cols * esz, t->dtype, nr * cols);
+                ts->energy_before += sumsq(in, nr * cols);
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)r, (int)cols, (int)nr, 1.0f, B->Q + i0 * r,
-                            (int)r, buf, (int)cols, 1.0f, tmp, (int)cols);
+                            (int)r, in, (int)cols, 1.0f, tmp, (int)cols);
             }
+            ts->energy_after = sumsq(tmp, r * cols); /* ||Q Q^T dW||^2 = ||Q^T dW||^2: Q is orthonormal */
         }
         for (size_t i0 = 0; i0 < rows && !st; i0 += rb) {
             size_t nr = rows - i0 < rb ? rows - i0 : rb, nb = nr * cols;
+            const float *out = outb;
             if (project && wr) {
+                zeroed = 0;
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)cols, (int)r, 1.0f, B->Q + i0 * r,
                             (int)r, tmp, (int)cols, 0.0f, outb, (int)cols);
             } else {
-                stetho_convert_to_f32(buf, src + i0 * cols * esz, t->dtype, nb);
-                double e = sumsq(buf, nb);
+                const float *in = direct ? (const float *)(const void *)(src + i0 * cols * esz) : buf;
+                if (!direct) stetho_convert_to_f32(buf, src + i0 * cols * esz, t->dtype, nb);
+                double e = sumsq(in, nb);
                 ts->energy_before += e;
-                if (project) { /* dW [rows, d_model]: (dW Q) Q^T */
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)r, dm, 1.0f, buf, (int)cols, B->Q,
+                if (project) { /* dW [rows, d_model]: (dW Q) Q^T, and ||dW Q Q^T||^2 = ||dW Q||^2 */
+                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)r, dm, 1.0f, in, (int)cols, B->Q,
                                 (int)r, 0.0f, tmp, (int)r);
+                    ts->energy_after += sumsq(tmp, nr * r);
+                    zeroed = 0;
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, dm, (int)r, 1.0f, tmp, (int)r, B->Q,
                                 (int)r, 0.0f, outb, (int)cols);
                 } else if (o.keep_other) {
-                    memcpy(outb, buf, nb * sizeof *outb);
-                } else {
+                    out = in;
+                    ts->energy_after += e;
+                } else if (nb > zeroed) {
                     memset(outb, 0, nb * sizeof *outb);
+                    zeroed = nb;
                 }
             }
-            if (project || o.keep_other) ts->energy_after += sumsq(outb, nb);
-            if (have_writer && nb) st = stetho_st_writer_write(&w, outb, nb * sizeof *outb);
+            if (have_writer && nb) st = stetho_st_writer_write(&w, out, nb * sizeof *out);
         }
         rep->total_before += ts->energy_before;
         if (project) {
@@ -271,6 +284,7 @@ stetho_status stetho_project_taskvec(const stetho_checkpoint *tv, const stetho_s
         have_writer = false;
     }
 done:
+    openblas_set_num_threads(blas_threads);
     if (have_writer) stetho_st_writer_abort(&w);
     for (size_t i = 0; i < n_sel && bases; i++) st_free(bases[i].Q);
     st_free(bases);

@@ -422,70 +422,89 @@ static void topk_row(float *row, int n, int k, float *scratch) {
     }
 }
 
-stetho_status stetho_sae_encode(const stetho_sae *s, const float *x, size_t n, float *acts) {
+/* Encode rows [0, rows) of x into acts [rows, d_sae] on the calling thread.
+ * xin: [rows, d_model] scratch; mag: [rows, d_sae] (gated); sc: [d_sae] (top-k). */
+static void encode_block(const stetho_sae *s, const float *x, int rows, float *acts, float *xin, float *mag,
+                         const float *wmag, float *sc) {
     int dm = s->d_model, ds = s->d_sae;
-    float *xin = st_malloc((size_t)ENCODE_ROWS * (size_t)dm * sizeof *xin); /* [rows, d_model] */
-    float *mag = s->arch == STETHO_SAE_GATED ? st_malloc((size_t)ENCODE_ROWS * (size_t)ds * sizeof *mag) : NULL;
-    float *wmag = s->arch == STETHO_SAE_GATED ? st_malloc((size_t)dm * (size_t)ds * sizeof *wmag) : NULL;
-    float *scratch = s->arch == STETHO_SAE_TOPK ? st_malloc((size_t)ds * sizeof *scratch * (size_t)stetho_get_threads()) : NULL;
-    if (!xin || (s->arch == STETHO_SAE_GATED && (!mag || !wmag)) || (s->arch == STETHO_SAE_TOPK && !scratch)) {
-        st_free(xin), st_free(mag), st_free(wmag), st_free(scratch);
+    memcpy(xin, x, (size_t)rows * (size_t)dm * sizeof *xin);
+    for (int r = 0; r < rows; r++) {
+        float a, b;
+        norm_in(s, xin + (size_t)r * dm, &a, &b);
+        if (s->apply_b_dec_to_input)
+            for (int i = 0; i < dm; i++) xin[(size_t)r * dm + i] -= s->b_dec[i];
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, ds, dm, 1.0f, xin, dm, s->W_enc, ds, 0.0f, acts, ds);
+    if (wmag) cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, ds, dm, 1.0f, xin, dm, wmag, ds, 0.0f, mag, ds);
+    for (int r = 0; r < rows; r++) {
+        float *p = acts + (size_t)r * ds;
+        switch (s->arch) {
+        case STETHO_SAE_RELU:
+            for (int j = 0; j < ds; j++) {
+                float v = p[j] + s->b_enc[j];
+                p[j] = v > 0 ? v : 0;
+            }
+            break;
+        case STETHO_SAE_JUMPRELU:
+            for (int j = 0; j < ds; j++) {
+                float v = p[j] + s->b_enc[j];
+                p[j] = (v > s->threshold[j] && v > 0) ? v : 0;
+            }
+            break;
+        case STETHO_SAE_TOPK:
+            for (int j = 0; j < ds; j++) p[j] += s->b_enc[j];
+            topk_row(p, ds, s->k, sc);
+            break;
+        case STETHO_SAE_GATED: {
+            const float *m = mag + (size_t)r * ds;
+            for (int j = 0; j < ds; j++) {
+                float g = p[j] + s->b_gate[j], v = m[j] + s->b_mag[j];
+                p[j] = (g > 0 && v > 0) ? v : 0;
+            }
+            break;
+        }
+        }
+    }
+}
+
+/* The rows are split over the OpenMP team and each thread runs its own
+ * single-threaded sgemm: with OpenBLAS's threads as well, the two pools
+ * busy-wait against each other on the same cores (profiled in diagnose: most
+ * of its time went to their spinning). */
+stetho_status stetho_sae_encode(const stetho_sae *s, const float *x, size_t n, float *acts) {
+    int dm = s->d_model, ds = s->d_sae, nt = stetho_get_threads();
+    bool gated = s->arch == STETHO_SAE_GATED, topk = s->arch == STETHO_SAE_TOPK;
+    if (n == 0) return STETHO_OK;
+    if ((size_t)nt > n) nt = (int)n;
+    size_t per = (size_t)ENCODE_ROWS * dm + (gated ? (size_t)ENCODE_ROWS * ds : 0) + (topk ? (size_t)ds : 0);
+    float *ws = st_malloc((size_t)nt * per * sizeof *ws);
+    float *wmag = gated ? st_malloc((size_t)dm * (size_t)ds * sizeof *wmag) : NULL;
+    if (!ws || (gated && !wmag)) {
+        st_free(ws), st_free(wmag);
         return STETHO_ERR_NOMEM;
     }
     if (wmag) /* gated magnitude path: W_enc scaled per feature by exp(r_mag) */
         for (int i = 0; i < dm; i++)
             for (int j = 0; j < ds; j++) wmag[(size_t)i * ds + j] = s->W_enc[(size_t)i * ds + j] * expf(s->r_mag[j]);
-    for (size_t r0 = 0; r0 < n; r0 += ENCODE_ROWS) {
-        int rows = (int)(n - r0 < ENCODE_ROWS ? n - r0 : ENCODE_ROWS);
-        memcpy(xin, x + r0 * (size_t)dm, (size_t)rows * (size_t)dm * sizeof *xin);
-        for (int r = 0; r < rows; r++) {
-            float a, b;
-            norm_in(s, xin + (size_t)r * dm, &a, &b);
-            if (s->apply_b_dec_to_input)
-                for (int i = 0; i < dm; i++) xin[(size_t)r * dm + i] -= s->b_dec[i];
-        }
-        float *pre = acts + r0 * (size_t)ds; /* [rows, d_sae] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, ds, dm, 1.0f, xin, dm, s->W_enc, ds, 0.0f, pre, ds);
-        if (mag)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, ds, dm, 1.0f, xin, dm, wmag, ds, 0.0f, mag, ds);
-#pragma omp parallel for schedule(static)
-        for (int r = 0; r < rows; r++) {
-            float *p = pre + (size_t)r * ds;
-            switch (s->arch) {
-            case STETHO_SAE_RELU:
-                for (int j = 0; j < ds; j++) {
-                    float v = p[j] + s->b_enc[j];
-                    p[j] = v > 0 ? v : 0;
-                }
-                break;
-            case STETHO_SAE_JUMPRELU:
-                for (int j = 0; j < ds; j++) {
-                    float v = p[j] + s->b_enc[j];
-                    p[j] = (v > s->threshold[j] && v > 0) ? v : 0;
-                }
-                break;
-            case STETHO_SAE_TOPK: {
-                for (int j = 0; j < ds; j++) p[j] += s->b_enc[j];
+    int blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+#pragma omp parallel num_threads(nt)
+    {
 #ifdef _OPENMP
-                float *sc = scratch + (size_t)omp_get_thread_num() * ds;
+        size_t id = (size_t)omp_get_thread_num(), team = (size_t)omp_get_num_threads();
 #else
-                float *sc = scratch;
+        size_t id = 0, team = 1;
 #endif
-                topk_row(p, ds, s->k, sc);
-                break;
-            }
-            case STETHO_SAE_GATED: {
-                const float *m = mag + (size_t)r * ds;
-                for (int j = 0; j < ds; j++) {
-                    float g = p[j] + s->b_gate[j], v = m[j] + s->b_mag[j];
-                    p[j] = (g > 0 && v > 0) ? v : 0;
-                }
-                break;
-            }
-            }
+        float *xin = ws + id * per, *mag = gated ? xin + (size_t)ENCODE_ROWS * dm : NULL;
+        float *sc = topk ? xin + per - (size_t)ds : NULL;
+        size_t lo = n * id / team, hi = n * (id + 1) / team;
+        for (size_t r0 = lo; r0 < hi; r0 += ENCODE_ROWS) {
+            int rows = (int)(hi - r0 < ENCODE_ROWS ? hi - r0 : ENCODE_ROWS);
+            encode_block(s, x + r0 * (size_t)dm, rows, acts + r0 * (size_t)ds, xin, mag, wmag, sc);
         }
     }
-    st_free(xin), st_free(mag), st_free(wmag), st_free(scratch);
+    openblas_set_num_threads(blas_threads);
+    st_free(ws), st_free(wmag);
     return STETHO_OK;
 }
 

@@ -64,6 +64,25 @@ static void ref_projector(const float *W_dec, int dm, const int *f, int k, doubl
     free(G);
 }
 
+/* Largest |written - P applied to the input| over a matrix, P on the residual side. */
+static double proj_error(const stetho_tensor *t, const stetho_tensor *p, const double *P, int DM, bool rd) {
+    float *x = malloc(sizeof(float) * t->n_elements);
+    assert_int_equal(stetho_convert_to_f32(x, t->data, t->dtype, t->n_elements), STETHO_OK);
+    const float *y = p->data;
+    uint64_t rows = t->shape[0], cols = t->shape[1];
+    double worst = 0;
+    for (uint64_t a = 0; a < rows; a++)
+        for (uint64_t c = 0; c < cols; c++) {
+            double want = 0;
+            if (rd) for (int m = 0; m < DM; m++) want += x[a * cols + (uint64_t)m] * P[m * DM + (int)c];
+            else for (int m = 0; m < DM; m++) want += P[(int)a * DM + m] * x[(uint64_t)m * cols + c];
+            double d = fabs(y[a * cols + c] - want);
+            worst = d > worst ? d : worst;
+        }
+    free(x);
+    return worst;
+}
+
 static void test_basis_matches_normal_equations(void **state) {
     (void)state;
     const char *dir = tu_path(tu_tmpdir("proj-basis"), "sae");
@@ -152,15 +171,19 @@ static void test_project_taskvec(void **state) {
             continue;
         }
         projected++;
-        uint64_t rows = t->shape[0], cols = t->shape[1];
-        for (uint64_t a = 0; a < rows; a++)
-            for (uint64_t c = 0; c < cols; c++) {
-                double want = 0;
-                if (rd) for (int m = 0; m < DM; m++) want += x[a * cols + (uint64_t)m] * P[m * DM + (int)c];
-                else for (int m = 0; m < DM; m++) want += P[(int)a * DM + m] * x[(uint64_t)m * cols + c];
-                if (fabs(y[a * cols + c] - want) > 1e-6) fail_msg("%s[%llu,%llu]: %g vs %g", t->name,
-                    (unsigned long long)a, (unsigned long long)c, y[a * cols + c], want);
-            }
+        /* the reported energies are those of the input and of what was written */
+        double e_in = 0, e_out = 0;
+        for (uint64_t k = 0; k < t->n_elements; k++) e_in += (double)x[k] * x[k], e_out += (double)y[k] * y[k];
+        const stetho_project_tensor_stats *ts = NULL;
+        for (size_t k = 0; k < rep.n_tensors; k++)
+            if (!strcmp(rep.tensors[k].name, t->name)) ts = &rep.tensors[k];
+        assert_non_null(ts);
+        assert_true(ts->projected);
+        if (fabs(ts->energy_before - e_in) > 1e-6 * e_in || fabs(ts->energy_after - e_out) > 1e-5 * e_out)
+            fail_msg("%s: reported energy %g -> %g, written %g -> %g", t->name, ts->energy_before, ts->energy_after, e_in,
+                     e_out);
+        double err = proj_error(t, p, P, DM, rd);
+        if (err > 1e-6) fail_msg("%s: projection off by %g", t->name, err);
     }
     assert_int_equal(projected, 7);
     /* a random update keeps about rank/d_model = 8/64 of its energy */
@@ -174,7 +197,6 @@ static void test_project_taskvec(void **state) {
     free(js);
     stetho_project_report_free(&rep);
     stetho_sae_free(&s);
-    free(P);
 
     /* keep_other copies everything else; a layer without an SAE is refused */
     stetho_project_opts keep = {.keep_other = true};
@@ -218,6 +240,28 @@ static void test_project_taskvec(void **state) {
     snprintf(shard, sizeof shard, "%s/%s", tu_path(dir, "base"), bdir.shard_names[0]);
     assert_int_equal(stetho_project_taskvec(&bdir, ents, ne, sel, 1, &force, shard, &rep), STETHO_ERR_INVALID);
     stetho_checkpoint_close(&bdir);
+    /* a bf16 task vector is widened block by block: the same projection of its values */
+    tu_model_spec hs = bs;
+    hs.dtype = STETHO_DTYPE_BF16, hs.seed = 13;
+    tu_make_model(tu_path(dir, "b16"), &hs);
+    stetho_checkpoint h, hp;
+    assert_int_equal(stetho_checkpoint_open(&h, tu_path(dir, "b16")), STETHO_OK);
+    assert_int_equal(stetho_project_taskvec(&h, ents, ne, sel, 1, &force, tu_path(dir, "p16.safetensors"), &rep),
+                     STETHO_OK);
+    stetho_project_report_free(&rep);
+    assert_int_equal(stetho_checkpoint_open(&hp, tu_path(dir, "p16.safetensors")), STETHO_OK);
+    const char *mats[2] = {"model.layers.2.self_attn.q_proj.weight", "model.layers.2.mlp.down_proj.weight"};
+    for (int m = 0; m < 2; m++) {
+        const stetho_tensor *t = stetho_checkpoint_find(&h, mats[m]), *p = stetho_checkpoint_find(&hp, mats[m]);
+        assert_non_null(t);
+        assert_non_null(p);
+        assert_int_equal(t->dtype, STETHO_DTYPE_BF16);
+        double err = proj_error(t, p, P, DM, m == 0);
+        if (err > 1e-5) fail_msg("bf16 %s: projection off by %g", mats[m], err);
+    }
+    stetho_checkpoint_close(&hp);
+    stetho_checkpoint_close(&h);
+    free(P);
 
     /* scores of another model are refused against the task vector: layer count,
      * then width (read off the matrices: the task vector file has no config) */
