@@ -272,6 +272,8 @@ void stetho_checkpoint_close(stetho_checkpoint *c) {
     st_free(c->config_json);
     st_free(c->dir);
     st_free(c->path);
+    for (size_t i = 0; i < c->n_owned; i++) st_free(c->owned[i]);
+    st_free(c->owned);
     memset(c, 0, sizeof *c);
 }
 

@@ -3,6 +3,7 @@
  * Hugging Face transformers' Gemma 3 / Gemma 2 / Llama / Qwen2 modelling code
  * computed in f32. */
 #include "stetho/model.h"
+#include "stetho/taskvec.h"
 #include "internal.h"
 #include "kernels.h"
 
@@ -346,13 +347,22 @@ static stetho_status load_weights(stetho_model *m) {
     return vector(&ld, "norm.weight", -1, H, false, p1, &m->final_norm);
 }
 
-stetho_status stetho_model_load(stetho_model *m, const char *path) {
+typedef struct {
+    const stetho_checkpoint *delta;
+    bool is_ft;
+    const stetho_selection *sel;
+    const stetho_edit_opts *opts;
+} model_edit;
+
+static stetho_status model_load(stetho_model *m, const char *path, const model_edit *e) {
     memset(m, 0, sizeof *m);
     stetho_status st = stetho_checkpoint_open(&m->ckpt, path);
     if (st) {
         memset(m, 0, sizeof *m);
         return st;
     }
+    /* before the weights are bound: the norm vectors are copied from the edited values */
+    if (e && (st = stetho_taskvec_edit_in_memory(&m->ckpt, e->delta, e->is_ft, e->sel, e->opts))) goto fail;
     if (!m->ckpt.config_json) {
         st = st_err(STETHO_ERR_NOTFOUND, "%s: no config.json (the engine needs the model's configuration)", path);
         goto fail;
@@ -365,6 +375,14 @@ stetho_status stetho_model_load(stetho_model *m, const char *path) {
 fail:
     stetho_model_free(m);
     return st;
+}
+
+stetho_status stetho_model_load(stetho_model *m, const char *path) { return model_load(m, path, NULL); }
+
+stetho_status stetho_model_load_edit(stetho_model *m, const char *path, const stetho_checkpoint *delta, bool is_finetuned,
+                                     const stetho_selection *sel, const stetho_edit_opts *opts) {
+    model_edit e = {delta, is_finetuned, sel, opts};
+    return model_load(m, path, &e);
 }
 
 void stetho_model_free(stetho_model *m) {

@@ -300,6 +300,9 @@ const char *stetho_st_meta(const stetho_st_file *f, const char *key) {
 
 static void advise_range(const stetho_st_file *f, const stetho_tensor *t, int advice) {
     if (!f->owns_map || t->nbytes == 0) return;
+    /* data an in-memory edit put in place is private memory: advice would zero it */
+    const uint8_t *p = t->data;
+    if (p < f->map || p > f->map + f->map_size || t->nbytes > (uint64_t)(f->map + f->map_size - p)) return;
     long page = sysconf(_SC_PAGESIZE);
     uintptr_t start = (uintptr_t)t->data & ~(uintptr_t)(page - 1);
     uintptr_t end = (uintptr_t)t->data + t->nbytes;

@@ -193,6 +193,7 @@ static stetho_status k_diagnose(ctx *x, const char *k, struct fy_node *v, const 
 static stetho_status k_edit(ctx *x, const char *k, struct fy_node *v, const char *path) {
     stetho_study_config *c = x->c;
     if (!strcmp(k, "modules")) return get_string(x, v, path, false, &c->modules);
+    if (!strcmp(k, "in_memory")) return get_bool(x, v, path, &c->in_memory);
     if (!strcmp(k, "alpha")) {
         size_t n = v && fy_node_is_sequence(v) ? (size_t)fy_node_sequence_item_count(v) : 1;
         if (n == 0) return st_err(STETHO_ERR_FORMAT, "%s: '%s' is an empty list", x->label, path);
@@ -304,7 +305,7 @@ static stetho_status k_top(ctx *x, const char *k, struct fy_node *v, const char 
     if (!strcmp(k, "diagnose"))
         return each_key(x, v, path, k_diagnose,
                         "metric, max_tokens, top_features, limit, k, ratio, smoothing, probe_folds, field");
-    if (!strcmp(k, "edit")) return each_key(x, v, path, k_edit, "modules, alpha");
+    if (!strcmp(k, "edit")) return each_key(x, v, path, k_edit, "modules, alpha, in_memory");
     if (!strcmp(k, "variants"))
         return each_key(x, v, path, k_variants, "base, finetuned, stethoscope, scalpel, controls, ablation");
     if (!strcmp(k, "eval"))
@@ -487,7 +488,8 @@ stetho_status stetho_study_config_json(const stetho_study_config *c, char **out)
                                              c->batch_size, "chat", c->chat));
     json_object_set_new(o, "perplexity_max_tokens", json_integer(c->perplexity_max_tokens));
     json_object_set_new(o, "threads", json_integer(c->threads));
-    /* only when not f32, so that a run made before the setting keeps its config */
+    /* these only when set, so that a run made before the settings keeps its config */
+    if (c->in_memory) json_object_set_new(o, "in_memory", json_true());
     if (stetho_study_compute(c) != STETHO_COMPUTE_F32)
         json_object_set_new(o, "compute", json_string(stetho_compute_name(stetho_study_compute(c))));
     *out = json_dumps(o, JSON_SORT_KEYS | JSON_INDENT(2));

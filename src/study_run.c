@@ -43,7 +43,10 @@ typedef struct {
     double alpha;
     bool *layers;            /* [n_layers] layers receiving tau; NULL = not a layer edit */
     bool projected;          /* tau is the scalpel's projection */
-    char *model_dir;         /* what gets evaluated */
+    char *model_dir;         /* what gets evaluated (for an in-memory edit: its base) */
+    bool in_memory;          /* edit applied in memory at evaluation (edit.in_memory) */
+    uint64_t edit_key;       /* the edit's identity: the key its checkpoint would be built under */
+    char *edit_json;         /* variants/<name>/edit.json: the in-memory edit's record */
     char *eval_dir;
     double perplexity;       /* NaN when not measured */
     char *meta;              /* the selection record (stetho_select_record) */
@@ -151,6 +154,13 @@ static uint64_t ident(uint64_t h, const char *path) {
 }
 
 static uint64_t key_str(uint64_t h, const char *s) { return stetho_hash64(s ? s : "(null)", s ? strlen(s) + 1 : 6, h); }
+
+/* The compute mode enters a step key only when it is not f32, so runs made
+ * before the mode existed keep their keys. */
+static uint64_t key_compute(uint64_t h, const stetho_study_config *c) {
+    stetho_compute m = stetho_study_compute(c);
+    return m == STETHO_COMPUTE_F32 ? h : key_str(h, stetho_compute_name(m));
+}
 
 static char *step_file(runner *r, const char *step) {
     char name[128];
@@ -589,6 +599,51 @@ static stetho_status plan_variants(runner *r) {
     return STETHO_OK;
 }
 
+/* The tensors a variant's edit touches: its layers, or every layer and the
+ * non-layer tensors for an edit of the whole model, in the config's modules.
+ * *every is the all-layers array when one was needed (free it). */
+static stetho_status variant_selection(runner *r, const variant *v, stetho_selection *sel, bool **every) {
+    *sel = (stetho_selection){.n_layers = r->n_layers, .non_layer = !v->layers, .modules = 0};
+    *every = NULL;
+    if (v->layers) sel->layers = v->layers;
+    else {
+        if (!(*every = st_malloc((size_t)r->n_layers * sizeof **every))) return STETHO_ERR_NOMEM;
+        for (int l = 0; l < r->n_layers; l++) (*every)[l] = true;
+        sel->layers = *every;
+    }
+    return stetho_module_spec_parse(r->c->modules ? r->c->modules : "all", &sel->modules);
+}
+
+static const char *variant_delta(const runner *r, const variant *v) { return v->projected ? r->scalpel_tv : r->tv_path; }
+
+/* the scalpel's projection holds only the projected matrices */
+static stetho_edit_opts variant_edit_opts(const variant *v) {
+    return (stetho_edit_opts){.alpha = v->alpha, .shard_size = 5000000000ull, .force = true,
+                              .allow_missing = v->projected, .extra_meta = v->meta};
+}
+
+/* What an in-memory edit applies, written beside its evaluation (and named in
+ * the lm-eval model_args) so the run says what was evaluated. */
+static stetho_status write_edit_record(runner *r, variant *v) {
+    json_t *o = json_pack("{s:b, s:s, s:s, s:f, s:s}", "in_memory", 1, "base", r->c->base_model, "task_vector",
+                          variant_delta(r, v), "alpha", v->alpha, "modules", r->c->modules ? r->c->modules : "all");
+    if (!o) return st_err(STETHO_ERR_INVALID, "cannot record the edit (paths not valid UTF-8?)");
+    json_t *layers = json_array();
+    for (int l = 0; l < r->n_layers; l++)
+        if (!v->layers || v->layers[l]) json_array_append_new(layers, json_integer(l));
+    json_object_set_new(o, "layers", layers);
+    json_object_set_new(o, "non_layer_tensors", json_boolean(!v->layers));
+    json_t *sel = v->meta ? json_loads(v->meta, 0, NULL) : NULL;
+    if (sel) json_object_set_new(o, "selection", sel);
+    char *vdir = path3(r->run, "variants", v->name);
+    stetho_status st = vdir ? mkdir_p(vdir) : STETHO_ERR_NOMEM;
+    if (!st && !(v->edit_json = path2(vdir, "edit.json"))) st = STETHO_ERR_NOMEM;
+    if (!st) st = write_json(v->edit_json, o);
+    json_decref(o);
+    st_free(vdir);
+    return st;
+}
+
 static stetho_status build_variant(runner *r, variant *v) {
     const stetho_study_config *c = r->c;
     bool all_modules = !c->modules || !strcmp(c->modules, "all");
@@ -600,36 +655,33 @@ static stetho_status build_variant(runner *r, variant *v) {
         v->model_dir = st_strdup(c->finetuned_model);
         return v->model_dir ? STETHO_OK : STETHO_ERR_NOMEM;
     }
-    char *vdir = path3(r->run, "variants", v->name);
-    v->model_dir = vdir ? path2(vdir, "model") : NULL;
-    st_free(vdir);
-    if (!v->model_dir) return STETHO_ERR_NOMEM;
-    const char *delta = v->projected ? r->scalpel_tv : r->tv_path;
+    const char *delta = variant_delta(r, v);
     char settings[256];
     snprintf(settings, sizeof settings, "edit v1 alpha=%.17g modules=%s", v->alpha, c->modules ? c->modules : "all");
     uint64_t key = ident(ident(key_str(0, settings), c->base_model), delta);
     if (v->layers) key = stetho_hash64(v->layers, (size_t)r->n_layers * sizeof *v->layers, key);
+    if (c->in_memory) { /* nothing to build: eval_variant applies it */
+        v->in_memory = true;
+        v->edit_key = key;
+        v->model_dir = st_strdup(c->base_model);
+        return v->model_dir ? write_edit_record(r, v) : STETHO_ERR_NOMEM;
+    }
+    char *vdir = path3(r->run, "variants", v->name);
+    v->model_dir = vdir ? path2(vdir, "model") : NULL;
+    st_free(vdir);
+    if (!v->model_dir) return STETHO_ERR_NOMEM;
     char step[96];
     snprintf(step, sizeof step, "edit_%s", v->name);
     const char *outs[] = {v->model_dir};
     if (step_fresh(r, step, key, outs, 1)) return STETHO_OK;
     progress(r, "edit", "%s: %s", v->name, v->label);
-    stetho_selection sel = {.n_layers = r->n_layers, .non_layer = !v->layers, .modules = 0};
-    bool *every = NULL;
-    if (v->layers) sel.layers = v->layers;
-    else {
-        if (!(every = st_malloc((size_t)r->n_layers * sizeof *every))) return STETHO_ERR_NOMEM;
-        for (int l = 0; l < r->n_layers; l++) every[l] = true;
-        sel.layers = every;
-    }
-    stetho_status st = stetho_module_spec_parse(c->modules ? c->modules : "all", &sel.modules);
-    const char *meta = v->meta;
+    stetho_selection sel;
+    bool *every;
+    stetho_status st = variant_selection(r, v, &sel, &every);
     stetho_checkpoint base, tv;
     if (!st && !(st = stetho_checkpoint_open(&base, c->base_model))) {
         if (!(st = stetho_checkpoint_open(&tv, delta))) {
-            /* the scalpel's projection holds only the projected matrices */
-            stetho_edit_opts eo = {.alpha = v->alpha, .shard_size = 5000000000ull, .force = true,
-                                   .allow_missing = v->projected, .extra_meta = meta};
+            stetho_edit_opts eo = variant_edit_opts(v);
             char *parent = path3(r->run, "variants", v->name);
             if (!parent) st = STETHO_ERR_NOMEM;
             else if (!(st = mkdir_p(parent))) st = stetho_taskvec_edit(&base, &tv, false, &sel, &eo, v->model_dir);
@@ -641,6 +693,23 @@ static stetho_status build_variant(runner *r, variant *v) {
     st_free(every);
     if (st) return st_err_context(st, "variant %s", v->name);
     return step_done(r, step, key);
+}
+
+/* The model a variant is evaluated on: its checkpoint, or base with the edit
+ * applied in memory. */
+static stetho_status load_variant_model(runner *r, const variant *v, stetho_model *m) {
+    if (!v->in_memory) return stetho_model_load(m, v->model_dir);
+    stetho_selection sel;
+    bool *every;
+    stetho_checkpoint tv;
+    stetho_status st = variant_selection(r, v, &sel, &every);
+    if (!st && !(st = stetho_checkpoint_open(&tv, variant_delta(r, v)))) {
+        stetho_edit_opts eo = variant_edit_opts(v);
+        st = stetho_model_load_edit(m, v->model_dir, &tv, false, &sel, &eo);
+        stetho_checkpoint_close(&tv); /* the edited tensors are the model's own copies */
+    }
+    st_free(every);
+    return st;
 }
 
 /* ------------------------------------------------------------ summary */
@@ -700,7 +769,11 @@ static json_t *variant_json(runner *r, const variant *v) {
     json_object_set_new(o, "kind", json_string(v->kind));
     json_object_set_new(o, "label", json_string(v->label));
     json_object_set_new(o, "alpha", json_real(v->alpha));
-    json_object_set_new(o, "model", json_string(v->model_dir));
+    json_object_set_new(o, "model", v->in_memory ? json_null() : json_string(v->model_dir));
+    if (v->in_memory) {
+        json_object_set_new(o, "in_memory", json_true());
+        json_object_set_new(o, "edit", json_string(v->edit_json));
+    }
     if (v->layers) {
         json_t *layers = json_array();
         for (int l = 0; l < r->n_layers; l++)
@@ -907,7 +980,7 @@ static stetho_status step_diagnose(runner *r) {
         key = key_str(key, settings);
     }
     if (c->diagnose_field) key = key_str(key_str(key, "field"), c->diagnose_field);
-    if (stetho_study_compute(c) != STETHO_COMPUTE_F32) key = key_str(key, stetho_compute_name(stetho_study_compute(c)));
+    key = key_compute(key, c);
     key = ident(ident(ident(ident(key, c->base_model), c->sae_dir), c->domain_prompts), c->general_prompts);
     const char *outs[] = {r->scores_path};
     if (step_fresh(r, "diagnose", key, outs, 1)) {
@@ -995,7 +1068,8 @@ static stetho_status eval_variant(runner *r, variant *v) {
              c->tasks ? c->tasks : "minerva_math", c->limit, c->num_fewshot, c->max_gen_toks, c->batch_size,
              (int)c->chat, c->perplexity_input ? c->perplexity_input : "-", c->perplexity_max_tokens);
     uint64_t key = ident(key_str(0, settings), v->model_dir);
-    if (stetho_study_compute(c) != STETHO_COMPUTE_F32) key = key_str(key, stetho_compute_name(stetho_study_compute(c)));
+    if (v->in_memory) key = stetho_hash64(&v->edit_key, sizeof v->edit_key, key);
+    key = key_compute(key, c);
     if (c->data_dir) key = ident(key, c->data_dir);
     if (c->perplexity_input) key = ident(key, c->perplexity_input);
     char step[96];
@@ -1018,7 +1092,7 @@ static stetho_status eval_variant(runner *r, variant *v) {
     progress(r, "eval", "%s: %s", v->name, v->label);
     stetho_model m;
     stetho_tokenizer tok;
-    if ((st = stetho_model_load(&m, v->model_dir))) goto done;
+    if ((st = load_variant_model(r, v, &m))) goto done;
     if ((st = stetho_tokenizer_load(&tok, v->model_dir))) {
         stetho_model_free(&m);
         goto done;
@@ -1034,7 +1108,8 @@ static stetho_status eval_variant(runner *r, variant *v) {
     eo.data_dir = c->data_dir;
     eo.log_samples = true;
     char margs[4200];
-    snprintf(margs, sizeof margs, "pretrained=%s", v->model_dir);
+    if (v->in_memory) snprintf(margs, sizeof margs, "pretrained=%s,stetho_edit=%s", v->model_dir, v->edit_json);
+    else snprintf(margs, sizeof margs, "pretrained=%s", v->model_dir);
     eo.model_args = margs;
     eval_ctx ec = {r, v};
     eo.progress = on_eval;
@@ -1332,6 +1407,7 @@ stetho_status stetho_study_run(const stetho_study_config *c, const char *run_dir
     for (size_t i = 0; i < r.n_v; i++) {
         st_free(r.v[i].layers);
         st_free(r.v[i].model_dir);
+        st_free(r.v[i].edit_json);
         st_free(r.v[i].eval_dir);
         free(r.v[i].meta);
     }

@@ -41,9 +41,9 @@ static void scratch_free(scratch *s) {
 
 /* One block of n elements. x: base values (dtype dx), y: fine-tuned values or tau
  * (dtype dy). OP_DIFF writes tau = y - x and accumulates statistics; the edit ops
- * write x + alpha * tau, tau = y (TV) or y - x (FT). Output in dtype dout. */
+ * write x + alpha * tau, tau = y (TV) or y - x (FT). Output in dtype dout, to out. */
 static void run_block(block_op op, const void *x, stetho_dtype dx, const void *y, stetho_dtype dy,
-                      stetho_dtype dout, size_t n, float alpha, scratch *s, stetho_tv_stats *stats) {
+                      stetho_dtype dout, size_t n, float alpha, scratch *s, uint8_t *out, stetho_tv_stats *stats) {
     double tau_sq = 0, base_sq = 0, ft_sq = 0, dot = 0, mx = 0;
     size_t ex = stetho_dtype_bits(dx) / 8, ey = stetho_dtype_bits(dy) / 8, eo = stetho_dtype_bits(dout) / 8;
 #pragma omp parallel reduction(+ : tau_sq, base_sq, ft_sq, dot) reduction(max : mx)
@@ -74,7 +74,7 @@ static void run_block(block_op op, const void *x, stetho_dtype dx, const void *y
         } else {
             for (size_t i = 0; i < m; i++) a[i] = a[i] + alpha * (b[i] - a[i]);
         }
-        stetho_convert_from_f32(s->out + lo * eo, dout, a, m);
+        stetho_convert_from_f32(out + lo * eo, dout, a, m);
     }
     if (stats) {
         stats->tau_sq += tau_sq;
@@ -93,7 +93,7 @@ static stetho_status stream_tensor(stetho_st_writer *w, block_op op, const steth
     for (uint64_t done = 0; done < x->n_elements;) {
         size_t n = x->n_elements - done < BLOCK_ELEMS ? (size_t)(x->n_elements - done) : BLOCK_ELEMS;
         run_block(op, (const uint8_t *)x->data + done * ex, x->dtype, (const uint8_t *)y->data + done * ey,
-                  y->dtype, dout, n, alpha, s, stats);
+                  y->dtype, dout, n, alpha, s, s->out, stats);
         stetho_status st = w ? stetho_st_writer_write(w, s->out, n * eo) : STETHO_OK;
         if (st) return st;
         done += n;
@@ -471,6 +471,43 @@ static bool same_file(const char *a, const char *b) {
     return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+/* Which tensors of base an edit changes (items[i].delta set), checked against
+ * the delta before anything is written or allocated. */
+static stetho_status plan_edit(const stetho_checkpoint *base, const stetho_checkpoint *delta, bool is_ft,
+                               const stetho_selection *sel, const stetho_edit_opts *opts, edit_item *items,
+                               size_t *n_edited) {
+    const stetho_edit_opts o = *opts;
+    stetho_status st = STETHO_OK;
+    size_t n = base->n_tensors;
+    *n_edited = 0;
+    for (size_t i = 0; i < n && !st; i++) {
+        const stetho_tensor *t = base->tensors[i];
+        items[i].base = t;
+        if (o.alpha == 0 || !stetho_dtype_is_float(t->dtype) || !stetho_selection_has(sel, stetho_arch_classify(t->name)))
+            continue;
+        const stetho_tensor *u = stetho_checkpoint_find(delta, t->name);
+        if (!u) {
+            if (!o.allow_missing)
+                st = st_err(STETHO_ERR_MISMATCH, "tensor '%s' is selected but absent from %s (use --allow-missing to leave it unchanged)",
+                            t->name, delta->path);
+            continue;
+        }
+        if ((st = check_pair(t, base->path, u, delta->path, is_ft))) break;
+        if (!stetho_dtype_is_float(u->dtype)) {
+            st = st_err(STETHO_ERR_UNSUPPORTED, "tensor '%s' in %s is %s, not a float type", u->name, delta->path,
+                        stetho_dtype_name(u->dtype));
+            break;
+        }
+        items[i].delta = u;
+        (*n_edited)++;
+    }
+    for (size_t i = 0; i < delta->n_tensors && !st && !o.allow_missing; i++)
+        if (!stetho_checkpoint_find(base, delta->tensors[i]->name))
+            st = st_err(STETHO_ERR_MISMATCH, "tensor '%s' of %s does not exist in %s: is it for another model?",
+                        delta->tensors[i]->name, delta->path, base->path);
+    return st;
+}
+
 static stetho_status edit_into(const stetho_checkpoint *base, const stetho_checkpoint *delta, bool is_ft,
                                const stetho_selection *sel, const stetho_edit_opts *opts, const char *out_dir);
 
@@ -509,33 +546,7 @@ static stetho_status edit_into(const stetho_checkpoint *base, const stetho_check
     scratch s = {0};
     if (!items) return STETHO_ERR_NOMEM;
 
-    /* plan: which tensors change, checked against the delta before any output */
-    for (size_t i = 0; i < n && !st; i++) {
-        const stetho_tensor *t = base->tensors[i];
-        items[i].base = t;
-        if (o.alpha == 0 || !stetho_dtype_is_float(t->dtype) || !stetho_selection_has(sel, stetho_arch_classify(t->name)))
-            continue;
-        const stetho_tensor *u = stetho_checkpoint_find(delta, t->name);
-        if (!u) {
-            if (!o.allow_missing)
-                st = st_err(STETHO_ERR_MISMATCH, "tensor '%s' is selected but absent from %s (use --allow-missing to leave it unchanged)",
-                            t->name, delta->path);
-            continue;
-        }
-        if ((st = check_pair(t, base->path, u, delta->path, is_ft))) break;
-        if (!stetho_dtype_is_float(u->dtype)) {
-            st = st_err(STETHO_ERR_UNSUPPORTED, "tensor '%s' in %s is %s, not a float type", u->name, delta->path,
-                        stetho_dtype_name(u->dtype));
-            break;
-        }
-        items[i].delta = u;
-        n_edited++;
-    }
-    for (size_t i = 0; i < delta->n_tensors && !st && !o.allow_missing; i++)
-        if (!stetho_checkpoint_find(base, delta->tensors[i]->name))
-            st = st_err(STETHO_ERR_MISMATCH, "tensor '%s' of %s does not exist in %s: is it for another model?",
-                        delta->tensors[i]->name, delta->path, base->path);
-    if (st) goto done;
+    if ((st = plan_edit(base, delta, is_ft, sel, &o, items, &n_edited))) goto done;
 
     /* shards: greedy in base order, never splitting a tensor */
     uint64_t cur = 0;
@@ -635,6 +646,58 @@ done:
     st_free(shard_names);
     st_free(tmp_dir);
     st_free(old_dir);
+    st_free(items);
+    return st;
+}
+
+/* The same plan and arithmetic as stetho_taskvec_edit, into private buffers
+ * that replace the edited tensors' data pointers: the bytes equal what the
+ * written checkpoint would hold. Every buffer is filled before any pointer
+ * moves, so a failure leaves base as it was. */
+stetho_status stetho_taskvec_edit_in_memory(stetho_checkpoint *base, const stetho_checkpoint *delta, bool is_ft,
+                                            const stetho_selection *sel, const stetho_edit_opts *opts) {
+    stetho_edit_opts o = opts ? *opts : (stetho_edit_opts){1.0, 0, false, false, NULL};
+    if (!isfinite(o.alpha)) return st_err(STETHO_ERR_INVALID, "alpha must be a finite number");
+    size_t n = base->n_tensors, n_edited = 0;
+    edit_item *items = st_calloc(n ? n : 1, sizeof *items);
+    uint8_t **bufs = st_calloc(n ? n : 1, sizeof *bufs);
+    scratch s = {0};
+    stetho_status st = items && bufs ? plan_edit(base, delta, is_ft, sel, &o, items, &n_edited) : STETHO_ERR_NOMEM;
+    void **owned = st ? NULL : st_realloc(base->owned, (base->n_owned + n_edited + 1) * sizeof *owned);
+    if (!st && !owned) st = STETHO_ERR_NOMEM;
+    if (owned) base->owned = owned;
+    if (!st && n_edited) st = scratch_init(&s);
+    for (size_t i = 0; i < n && !st; i++) {
+        const stetho_tensor *t = items[i].base, *u = items[i].delta;
+        if (!u) continue;
+        if (t->nbytes > SIZE_MAX || !(bufs[i] = st_malloc(t->nbytes ? (size_t)t->nbytes : 1))) {
+            st = st_err(STETHO_ERR_NOMEM, "out of memory for the edited tensor '%s' (%llu bytes)", t->name,
+                        (unsigned long long)t->nbytes);
+            break;
+        }
+        size_t ex = stetho_dtype_bits(t->dtype) / 8, ey = stetho_dtype_bits(u->dtype) / 8;
+        for (uint64_t done = 0; done < t->n_elements;) {
+            size_t m = t->n_elements - done < BLOCK_ELEMS ? (size_t)(t->n_elements - done) : BLOCK_ELEMS;
+            run_block(is_ft ? OP_EDIT_FT : OP_EDIT_TV, (const uint8_t *)t->data + done * ex, t->dtype,
+                      (const uint8_t *)u->data + done * ey, u->dtype, t->dtype, m, (float)o.alpha, &s,
+                      bufs[i] + done * ex, NULL);
+            done += m;
+        }
+        stetho_st_release(stetho_checkpoint_shard(delta, u), u);
+    }
+    for (size_t i = 0; i < n && !st; i++) {
+        if (!bufs[i]) continue;
+        /* the tensor's record lives in its shard's (writable) table */
+        stetho_st_file *f = &base->shards[items[i].base->shard];
+        stetho_tensor *t = &f->tensors[items[i].base - f->tensors];
+        stetho_st_release(f, t);
+        t->data = bufs[i];
+        base->owned[base->n_owned++] = bufs[i];
+        bufs[i] = NULL;
+    }
+    for (size_t i = 0; bufs && i < n; i++) st_free(bufs[i]);
+    scratch_free(&s);
+    st_free(bufs);
     st_free(items);
     return st;
 }

@@ -146,6 +146,19 @@ static void check_sae(const char *dir, const params *p, const char *arch, bool a
     if (!strcmp(arch, "topk")) assert_true(active <= N * k);
     assert_true(active > 0);
     if (worst > 1e-4) fail_msg("%s %s: encode differs from reference by %g", dir, arch, worst);
+    /* the rows are split over threads (one block each, or several per thread):
+     * any team size gives the same activations up to rounding */
+    float *g = malloc(sizeof(float) * N * DS);
+    int threads_before = stetho_get_threads();
+    for (int nt = 1; nt <= 3; nt += 2) {
+        stetho_set_threads(nt);
+        assert_int_equal(stetho_sae_encode(&s, x, N, g), STETHO_OK);
+        for (int i = 0; i < N * DS; i++)
+            if (fabs(g[i] - f[i]) > 1e-5)
+                fail_msg("%s %s: %d threads give %g at %d, the default %g", dir, arch, nt, g[i], i, f[i]);
+    }
+    stetho_set_threads(threads_before);
+    free(g);
     /* decode: x_hat = f W_dec + b_dec, undoing the input norm */
     assert_int_equal(stetho_sae_decode(&s, f, x, N, xh), STETHO_OK);
     for (int t = 0; t < N; t++) {

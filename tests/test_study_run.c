@@ -408,6 +408,54 @@ static void test_interrupted_runs_resume(void **state) {
     stetho_study_config_free(&c);
 }
 
+/* edit.in_memory: every variant evaluated on the edit applied in memory gives
+ * what its written checkpoint gave (perplexity to the last bit: the same
+ * weights), no checkpoint is written, and each edit is recorded. */
+static void test_in_memory(void **state) {
+    (void)state;
+    stetho_study_config c, cm;
+    load_config(&c);
+    const char *ref = tu_path(g_dir, "run");
+    if (!tu_exists(tu_path(ref, "summary.json"))) {
+        stetho_study_run_opts o0 = {0};
+        assert_int_equal(stetho_study_run(&c, ref, &o0), STETHO_OK);
+    }
+    char text[4096];
+    snprintf(text, sizeof text, "%sedit: {in_memory: true}\n", CONFIG);
+    assert_int_equal(stetho_study_config_parse(&cm, text, strlen(text), "study.yaml", g_dir), STETHO_OK);
+    assert_true(cm.in_memory);
+    const char *run = tu_path(g_dir, "run-mem");
+    stetho_study_run_opts o = {0};
+    assert_int_equal(stetho_study_run(&cm, run, &o), STETHO_OK);
+    assert_int_equal(stetho_study_run(&cm, run, &o), STETHO_OK); /* resumes: nothing left to do */
+    json_t *want = results_of(ref), *got = results_of(run), *v;
+    json_t *wv = json_object_get(want, "variants"), *gv = json_object_get(got, "variants");
+    assert_int_equal(json_array_size(gv), json_array_size(wv));
+    size_t i, in_memory = 0;
+    json_array_foreach(gv, i, v) {
+        const char *name = json_string_value(json_object_get(v, "name"));
+        if (json_is_true(json_object_get(v, "in_memory"))) {
+            in_memory++;
+            char sub[160];
+            snprintf(sub, sizeof sub, "variants/%s/model", name);
+            assert_false(tu_exists(tu_path(run, sub)));
+            assert_true(tu_exists(json_string_value(json_object_get(v, "edit"))));
+            json_object_del(v, "in_memory");
+            json_object_del(v, "edit");
+        }
+        json_t *w = json_array_get(wv, i);
+        if (!json_equal(v, w)) {
+            char *a = json_dumps(v, JSON_SORT_KEYS), *b = json_dumps(w, JSON_SORT_KEYS);
+            fail_msg("variant %s differs in memory:\n%s\n%s", name, a, b);
+        }
+    }
+    assert_int_equal(in_memory, 6); /* all but base and the fine-tuned checkpoint */
+    json_decref(want);
+    json_decref(got);
+    stetho_study_config_free(&cm);
+    stetho_study_config_free(&c);
+}
+
 static void test_refusals(void **state) {
     (void)state;
     stetho_study_config c;
@@ -455,6 +503,7 @@ int main(void) {
         cmocka_unit_test(test_run_and_summary),
         cmocka_unit_test(test_interrupted_runs_resume),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_in_memory),
         cmocka_unit_test(test_ablation_importance),
     };
     return cmocka_run_group_tests(tests, setup, NULL);

@@ -3,6 +3,7 @@
  * fault injection (every failing write or allocation leaves no output). */
 #include "testutil.h"
 
+#include "stetho/model.h"
 #include "stetho/taskvec.h"
 
 #include <jansson.h>
@@ -213,6 +214,91 @@ static void test_edit_guarantees(void **state) {
     stetho_checkpoint_close(&out);
     free(sel.layers);
     free(all.layers);
+    stetho_checkpoint_close(&tv);
+    stetho_checkpoint_close(&f);
+    stetho_checkpoint_close(&b);
+}
+
+/* An in-memory edit holds exactly the bytes the written edit holds; what it
+ * leaves alone stays mapped; a failure leaves the checkpoint as it was; and a
+ * model loaded with the edit binds the edited values (norms included). */
+static void test_edit_in_memory(void **state) {
+    (void)state;
+    stetho_checkpoint b, f, tv, out, mem;
+    open_ok(&b, tu_path(g_dir, "base-bf16"));
+    open_ok(&f, tu_path(g_dir, "ft-bf16"));
+    open_ok(&tv, tu_path(g_dir, "tv.safetensors"));
+    stetho_selection sel = select_all(4);
+    assert_int_equal(stetho_layer_spec_parse("1,3", 4, sel.layers), STETHO_OK);
+    sel.non_layer = false;
+    stetho_edit_opts o = {.alpha = 0.5};
+    const char *ref = tu_path(g_dir, "edit-mem-ref");
+    assert_int_equal(stetho_taskvec_edit(&b, &tv, false, &sel, &o, ref), STETHO_OK);
+    open_ok(&out, ref);
+    open_ok(&mem, tu_path(g_dir, "base-bf16"));
+    const void **before = calloc(mem.n_tensors, sizeof *before);
+    for (size_t i = 0; i < mem.n_tensors; i++) before[i] = mem.tensors[i]->data;
+    /* every allocation failing in turn: an error, and nothing moved */
+    int failures = 0;
+    for (uint64_t n = 1;; n++) {
+        stetho_fault_alloc_after(n);
+        stetho_status st = stetho_taskvec_edit_in_memory(&mem, &tv, false, &sel, &o);
+        stetho_fault_alloc_after(0);
+        if (st == STETHO_OK) break;
+        failures++;
+        assert_int_equal(st, STETHO_ERR_NOMEM);
+        for (size_t i = 0; i < mem.n_tensors; i++) assert_ptr_equal(mem.tensors[i]->data, before[i]);
+        assert_true(n < 1000);
+    }
+    assert_true(failures >= 3);
+    size_t edited = 0;
+    for (size_t i = 0; i < mem.n_tensors; i++) {
+        const stetho_tensor *t = mem.tensors[i];
+        assert_true(bit_identical(&mem, &out, t->name));
+        stetho_tensor_role role = stetho_arch_classify(t->name);
+        bool selected = role.layer == 1 || role.layer == 3;
+        if (selected) assert_ptr_not_equal(t->data, before[i]), edited++;
+        else assert_ptr_equal(t->data, before[i]);
+        /* page advice on private memory would zero it: it must be refused */
+        stetho_st_release(stetho_checkpoint_shard(&mem, t), t);
+        assert_true(bit_identical(&mem, &out, t->name));
+    }
+    assert_int_equal(edited, mem.n_owned);
+    assert_true(edited > 8);
+    free(before);
+    stetho_checkpoint_close(&mem);
+    stetho_checkpoint_close(&out);
+
+    /* from the fine-tuned checkpoint, every layer and the embeddings */
+    stetho_selection all = select_all(4);
+    o.alpha = 1;
+    const char *ref_ft = tu_path(g_dir, "edit-mem-ref-ft");
+    assert_int_equal(stetho_taskvec_edit(&b, &f, true, &all, &o, ref_ft), STETHO_OK);
+    open_ok(&out, ref_ft);
+    open_ok(&mem, tu_path(g_dir, "base-bf16"));
+    assert_int_equal(stetho_taskvec_edit_in_memory(&mem, &f, true, &all, &o), STETHO_OK);
+    for (size_t i = 0; i < mem.n_tensors; i++) assert_true(bit_identical(&mem, &out, mem.tensors[i]->name));
+    stetho_checkpoint_close(&mem);
+    stetho_checkpoint_close(&out);
+
+    /* the model binds the edited tensors: matrices and the norm vectors copied from them */
+    stetho_model m_mem, m_ref;
+    o.alpha = 0.5;
+    if (stetho_model_load_edit(&m_mem, tu_path(g_dir, "base-bf16"), &tv, false, &sel, &o) != STETHO_OK)
+        fail_msg("load_edit: %s", stetho_last_error());
+    assert_int_equal(stetho_model_load(&m_ref, ref), STETHO_OK);
+    for (int l = 0; l < 4; l++) {
+        const stetho_layer_weights *x = &m_mem.layers[l], *y = &m_ref.layers[l];
+        assert_memory_equal(x->wq->data, y->wq->data, x->wq->nbytes);
+        assert_memory_equal(x->w_down->data, y->w_down->data, x->w_down->nbytes);
+        assert_memory_equal(x->ln_in, y->ln_in, (size_t)m_ref.cfg.hidden * sizeof(float));
+    }
+    /* a task vector for another model is refused, and the load fails cleanly */
+    stetho_model_free(&m_mem);
+    assert_int_equal(stetho_model_load_edit(&m_mem, tu_path(g_dir, "base-f32"), &tv, false, &sel, &o), STETHO_ERR_MISMATCH);
+    stetho_model_free(&m_ref);
+    free(all.layers);
+    free(sel.layers);
     stetho_checkpoint_close(&tv);
     stetho_checkpoint_close(&f);
     stetho_checkpoint_close(&b);
@@ -435,6 +521,7 @@ int main(void) {
         cmocka_unit_test(test_specs),
         cmocka_unit_test(test_diff_values_and_stats),
         cmocka_unit_test(test_edit_guarantees),
+        cmocka_unit_test(test_edit_in_memory),
         cmocka_unit_test(test_f32_and_sharding),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_fault_injection),

@@ -26,6 +26,9 @@ typedef struct {
     stetho_config config;
     char *config_json;           /* raw config.json text (NUL-terminated), or NULL */
     size_t config_json_len;
+    size_t n_owned;
+    void **owned;                /* tensor data an in-memory edit put in place of
+                                    mapped bytes (stetho_taskvec_edit_in_memory) */
 } stetho_checkpoint;
 
 stetho_status stetho_checkpoint_open(stetho_checkpoint *c, const char *path);

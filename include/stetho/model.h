@@ -18,6 +18,7 @@
 #define STETHO_MODEL_H
 
 #include "stetho/checkpoint.h"
+#include "stetho/taskvec.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -130,6 +131,12 @@ typedef struct {
  * config and check every weight the forward pass uses exists with the right
  * shape and a float dtype. */
 stetho_status stetho_model_load(stetho_model *m, const char *path);
+/* Load base + alpha * tau on a selection without writing a checkpoint: the
+ * checkpoint at path is opened and stetho_taskvec_edit_in_memory applied
+ * before the weights are bound, so the model computes exactly what loading the
+ * directory `stetho edit` would write computes. Memory: the edited tensors. */
+stetho_status stetho_model_load_edit(stetho_model *m, const char *path, const stetho_checkpoint *delta, bool is_finetuned,
+                                     const stetho_selection *sel, const stetho_edit_opts *opts);
 void stetho_model_free(stetho_model *m);
 
 typedef enum {

@@ -9,7 +9,7 @@
  *   prompts:     {domain: JSONL, general: JSONL}
  *   diagnose:    {metric: NAME, max_tokens: N, top_features: N, limit: N, k: K, ratio: R,
  *                 smoothing: A, probe_folds: F, field: NAME}
- *   edit:        {modules: SPEC, alpha: A | [A, ...]}
+ *   edit:        {modules: SPEC, alpha: A | [A, ...], in_memory: bool}
  *   variants:    {base: bool, finetuned: bool, stethoscope: {top_k: K | [K, ...]},
  *                 scalpel: {features: K} | false,
  *                 controls: {random: {seeds: [S, ...]}, norm: bool, bottom: bool, all_layers: bool},
@@ -47,6 +47,7 @@ typedef struct {
     int diagnose_probe_folds;   /* probe folds (0 = default 5) */
     char *diagnose_field;       /* JSONL prompt field (NULL = "text", else "problem") */
     char *modules;              /* default "all" */
+    bool in_memory;             /* evaluate edits applied in memory, writing no checkpoints (default false) */
     double *alpha;              /* default {1} */
     size_t n_alpha;
     bool v_base, v_finetuned;   /* default true, true */

@@ -97,6 +97,14 @@ typedef struct {
  * under a temporary name and renamed into place; inputs are never modified. */
 stetho_status stetho_taskvec_edit(const stetho_checkpoint *base, const stetho_checkpoint *delta, bool is_finetuned,
                                   const stetho_selection *sel, const stetho_edit_opts *opts, const char *out_dir);
+/* The same edit applied in memory to an open checkpoint: each edited tensor's
+ * data is replaced by a private buffer holding exactly the bytes
+ * stetho_taskvec_edit would write (same arithmetic, same rounding), freed by
+ * stetho_checkpoint_close; the files and mappings are untouched, and tensors
+ * the edit leaves alone stay mapped. Memory: the edited tensors' size. On
+ * failure base is unchanged. shard_size, force and extra_meta are unused. */
+stetho_status stetho_taskvec_edit_in_memory(stetho_checkpoint *base, const stetho_checkpoint *delta, bool is_finetuned,
+                                            const stetho_selection *sel, const stetho_edit_opts *opts);
 
 #ifdef __cplusplus
 }
