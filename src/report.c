@@ -973,7 +973,7 @@ static void sec_ablation(doc *d, const ctx *c) {
             d->nomem = true;
         }
         free_labels(labels, s->n_abl);
-        /* single and leave-one-out accuracies, with base and fine-tuned as levels */
+        /* single and leave-one-out accuracies, with what each is measured against as levels */
         double *sg = x, *lo = x + s->n_abl;
         bool any = false;
         for (size_t i = 0; i < s->n_abl; i++) {
@@ -992,9 +992,17 @@ static void sec_ablation(doc *d, const ctx *c) {
                     for (size_t i = 0; i < s->n_abl; i++) lev[i] = s->v[c->base].acc[c->overall].acc;
                     se[ns++] = (stetho_svg_bar_series){.name = "base", .color = "#888", .style = STETHO_SVG_LEVEL, .value = lev};
                 }
-                if (c->overall >= 0 && c->ft >= 0) {
-                    for (size_t i = 0; i < s->n_abl; i++) lev[s->n_abl + i] = s->v[c->ft].acc[c->overall].acc;
-                    se[ns++] = (stetho_svg_bar_series){.name = "fine-tuned", .color = "#222", .style = STETHO_SVG_LEVEL,
+                /* leave-one-out is measured against tau in all layers at the ablation's
+                 * alpha, not the fine-tune (whose tau also reaches the embeddings) */
+                long ref = -1;
+                for (size_t i = 0; i < s->n_v && ref < 0; i++)
+                    if (!strcmp(s->v[i].kind, "all") && (isnan(s->abl_alpha) || s->v[i].alpha == s->abl_alpha))
+                        ref = (long)i;
+                const char *ref_name = "\xcf\x84 in all layers";
+                if (ref < 0) ref = c->ft, ref_name = "fine-tuned";
+                if (c->overall >= 0 && ref >= 0) {
+                    for (size_t i = 0; i < s->n_abl; i++) lev[s->n_abl + i] = s->v[ref].acc[c->overall].acc;
+                    se[ns++] = (stetho_svg_bar_series){.name = ref_name, .color = "#222", .style = STETHO_SVG_LEVEL,
                                                        .value = lev + s->n_abl};
                 }
                 stetho_svg_bar_chart ch = {.title = "Single-layer and leave-one-out accuracy", .value_label = "accuracy",

@@ -103,6 +103,7 @@ typedef struct {
     size_t n_pairs;
 
     bool has_ablation;
+    double abl_alpha;          /* the alpha the ablation ran at; NaN when not given */
     rp_abl_layer *abl;
     size_t n_abl;
     rp_corr *corr;

@@ -511,6 +511,8 @@ static stetho_status parse_ablation(const vctx *v, rp_summary *s, bool *seen) {
     stetho_status st = field(v, s->root, "", "ablation", T_OBJ, OPTIONAL, &ab);
     if (st || !ab) return st;
     s->has_ablation = true;
+    s->abl_alpha = NAN;
+    if ((st = get_num(v, ab, "ablation", "alpha", OPTIONAL, -1e6, 1e6, &s->abl_alpha))) return st;
     if ((st = layers_array(v, ab, "ablation", true, &arr))) return st;
     s->n_abl = json_array_size(arr);
     if ((st = alloc_items(s->n_abl, sizeof *s->abl, (void **)&s->abl))) return st;

@@ -460,6 +460,29 @@ static void test_contents(void **state) {
     json_decref(j);
 }
 
+/* The leave-one-out bars are drawn against tau in all layers at the ablation's
+ * alpha (what importance subtracts them from), the fine-tune only without one. */
+static void test_ablation_reference(void **state) {
+    (void)state;
+    const char *ref = "\xcf\x84 in all layers";
+    json_t *j = fixture();
+    char *html, *md;
+    render(j, &html, &md);
+    assert_null(strstr(html, ref));
+    free(html), free(md);
+    json_t *v = json_array_get(json_object_get(j, "variants"), 3); /* norm2 becomes the all-layers variant */
+    json_object_set_new(v, "kind", json_string("all"));
+    json_object_set_new(json_object_get(j, "ablation"), "alpha", json_real(2.0));
+    render(j, &html, &md);
+    assert_null(strstr(html, ref)); /* another alpha than the variant's */
+    free(html), free(md);
+    json_object_set_new(json_object_get(j, "ablation"), "alpha", json_real(1.0));
+    render(j, &html, &md);
+    assert_non_null(strstr(html, ref));
+    free(html), free(md);
+    json_decref(j);
+}
+
 static void test_html_well_formed(void **state) {
     (void)state;
     json_t *j = fixture();
@@ -861,6 +884,7 @@ static void test_svg(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_contents),
+        cmocka_unit_test(test_ablation_reference),
         cmocka_unit_test(test_html_well_formed),
         cmocka_unit_test(test_escaping),
         cmocka_unit_test(test_write),
