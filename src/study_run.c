@@ -188,23 +188,7 @@ static bool step_fresh(runner *r, const char *step, uint64_t key, const char *co
 }
 
 static stetho_status write_text(const char *path, const char *text) {
-    size_t n = strlen(path) + 16;
-    char *tmp = st_malloc(n);
-    if (!tmp) return STETHO_ERR_NOMEM;
-    snprintf(tmp, n, "%s.tmp", path);
-    FILE *f = fopen(tmp, "wb");
-    stetho_status st = STETHO_OK;
-    if (!f) st = st_err(STETHO_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
-    else {
-        size_t len = strlen(text);
-        bool ok = !st_fault_write_fires() && fwrite(text, 1, len, f) == len;
-        ok = (fclose(f) == 0) && ok;
-        if (!ok) st = st_err(STETHO_ERR_IO, "cannot write %s: %s", tmp, strerror(errno ? errno : ENOSPC));
-        else if (rename(tmp, path)) st = st_err(STETHO_ERR_IO, "cannot rename %s: %s", tmp, strerror(errno));
-        if (st) remove(tmp);
-    }
-    st_free(tmp);
-    return st;
+    return stetho_write_file(path, text, strlen(text));
 }
 
 static stetho_status step_done(runner *r, const char *step, uint64_t key) {
