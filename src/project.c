@@ -225,7 +225,9 @@ stetho_status stetho_project_taskvec(const stetho_checkpoint *tv, const stetho_s
         }
         const uint8_t *src = t->data;
         int dm = project ? B->d_model : 0;
-        bool direct = t->dtype == STETHO_DTYPE_F32; /* f32 blocks are read from the mapping as they are */
+        /* f32 blocks are read from the mapping as they are (when aligned for floats:
+         * a file's tensor offsets need not be) */
+        bool direct = t->dtype == STETHO_DTYPE_F32 && (uintptr_t)t->data % sizeof(float) == 0;
         if (project && wr) { /* dW [d_model, cols]: Q (Q^T dW), Q^T dW accumulated over row blocks first */
             memset(tmp, 0, r * cols * sizeof *tmp);
             for (size_t i0 = 0; i0 < rows; i0 += rb) {
