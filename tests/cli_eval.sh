@@ -3,7 +3,7 @@
 # results and samples files' shape, resuming an interrupted run to the same
 # results (and refusing another model's partial file), an unknown task
 # rejected before the model loads, perplexity of a few lines, and malformed
-# JSONL named by file:line.
+# JSONL named by file:line; an edit evaluated in memory.
 set -u
 S="$1"; here=$(cd "$(dirname "$0")" && pwd)
 . "$here/util/cli_lib.sh"
@@ -66,6 +66,29 @@ strip() { grep -v '"date"\|timestamp' "$1"; }
 STETHO_FAULT_WRITE=3 "$S" eval "$W/base" "${E[@]}" -o "$T/c" > /dev/null 2>&1
 "$S" eval "$W/ft" "${E[@]}" -o "$T/c" > /dev/null 2> "$T/err" || bad "eval of ft over base's partial failed"
 grep -q "not resuming from .*model (was" "$T/err" && ok || bad "other model's partial: $(cat "$T/err")"
+
+# an edit evaluated in memory (--task-vector, as 'stetho edit' takes it): the
+# same weights as the checkpoint 'stetho edit' writes, byte for byte, since a
+# partial run of one resumes from the other (the resume header holds the
+# weights' fingerprint), while base's partial run is refused by it
+"$S" diff "$W/base" "$W/ft" -o "$T/tv.safetensors" > /dev/null 2>&1 || bad "diff for the edit"
+"$S" edit "$W/base" --task-vector "$T/tv.safetensors" --layers 4,6 --alpha 0.5 -o "$T/ed" > /dev/null || bad "edit"
+EDIT=(--task-vector "$T/tv.safetensors" --layers 4,6 --alpha 0.5)
+STETHO_FAULT_WRITE=3 "$S" eval "$W/base" "${EDIT[@]}" "${E[@]}" -o "$T/m" > /dev/null 2>&1
+[ $? -eq 1 ] && [ -s "$T/m/.samples_minerva_math_algebra.partial.jsonl" ] && ok || bad "interrupted in-memory eval left no partial file"
+"$S" eval "$T/ed" "${E[@]}" -o "$T/m" > /dev/null 2> "$T/err" || bad "eval of the written edit failed"
+grep -q "resuming from .*1 of 2 generations reused" "$T/err" && ok || bad "written edit vs in-memory partial: $(cat "$T/err")"
+STETHO_FAULT_WRITE=3 "$S" eval "$W/base" "${E[@]}" -o "$T/n" > /dev/null 2>&1
+"$S" eval "$W/base" "${EDIT[@]}" "${E[@]}" -o "$T/n" > "$T/out" 2> "$T/err" || { cat "$T/err"; bad "in-memory eval failed"; }
+grep -q "not resuming from .*model (was" "$T/err" && ok || bad "base's partial reused by the edit: $(cat "$T/err")"
+res=$(ls "$T"/n/results_*.json 2>/dev/null | head -1)
+grep -q '"model_args": "pretrained=[^"]*,task_vector=[^"]*tv.safetensors,alpha=0.5,modules=all,layers=4;6"' "$res" \
+  && ok || bad "model_args: $(grep model_args "$res")"
+[ -z "$(ls -A "$T/n" | grep -v '^results_\|^samples_')" ] && ok || bad "in-memory eval left: $(ls -A "$T/n")"
+"$S" eval "$W/base" --layers 4 "${E[@]}" -o "$T/o" > /dev/null 2> "$T/err"; rc=$?
+[ $rc -eq 2 ] && grep -q "need --task-vector TV or --finetuned FT" "$T/err" && ok || bad "--layers alone: exit $rc, $(cat "$T/err")"
+"$S" eval "$W/base" --task-vector "$T/tv.safetensors" --layers 99 "${E[@]}" -o "$T/o" > /dev/null 2> "$T/err"; rc=$?
+[ $rc -eq 2 ] && ok || bad "--layers 99: exit $rc, $(cat "$T/err")"
 
 # an unknown task fails as a usage error before anything loads (the model path
 # does not even exist), naming the valid tasks

@@ -1,9 +1,11 @@
 /* stetho eval MODEL --tasks minerva_math --output-path DIR: Minerva Math as
  * lm-evaluation-harness runs it (same task names and flags). */
-#include "cli.h"
+#include "cli_edit.h"
 #include "stetho/eval.h"
 
+#include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -11,6 +13,9 @@ static const char *help =
     "usage: stetho eval MODEL --tasks TASKS --output-path DIR [--num-fewshot N] [--limit N]\n"
     "                   [--max-gen-toks N] [--batch-size B] [--chat] [--data DIR]\n"
     "                   [--log-samples] [--threads N] [--compute f32|bf16] [--quiet]\n"
+    "                   [(--task-vector TV | --finetuned FT) [--layers SPEC |\n"
+    "                    --scores SCORES.json --top-k K | --select METHOD ...]\n"
+    "                    [--modules SPEC] [--alpha A] [--allow-missing]]\n"
     "\n"
     "Evaluates MODEL on Minerva Math exactly as lm-evaluation-harness's minerva_math\n"
     "builds its prompts and scores them (docs/eval.md), with stetho's LaTeX\n"
@@ -35,7 +40,14 @@ static const char *help =
     "  --log-samples      also write every problem's prompt, generation and verdict\n"
     "  --threads N        worker threads (default: all cores)\n"
     "  --compute MODE     f32 (default) or bf16: activations rounded to bf16 at bf16 weights\n"
-    "  --quiet            no progress bar (notes about resuming are still printed)\n";
+    "  --quiet            no progress bar (notes about resuming are still printed)\n"
+    "  --task-vector TV, --finetuned FT\n"
+    "                     evaluate MODEL + alpha * tau on a selection without writing a\n"
+    "                     checkpoint: the edit 'stetho edit' would write (same options,\n"
+    "                     same bytes), applied in memory at load time and recorded in\n"
+    "                     the results' model_args\n"
+    "  --layers, --scores, --top-k, --select, --seed, --metric, --modules, --alpha,\n"
+    "  --allow-missing    choose the edit as for 'stetho edit' (see its --help)\n";
 
 static void on_notice(void *user, const char *task, const char *message) {
     (void)user;
@@ -52,9 +64,53 @@ static void on_progress(void *user, const char *task, size_t done, size_t total,
     fflush(stderr);
 }
 
+/* Append to a NUL-terminated buffer of cap bytes, truncating. */
+static void append(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void append(char *buf, size_t cap, const char *fmt, ...) {
+    size_t used = strlen(buf);
+    if (used + 1 >= cap) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf + used, cap - used, fmt, ap);
+    va_end(ap);
+}
+
+/* MODEL, or MODEL with the edit applied in memory; what was evaluated is
+ * appended to lm-eval's model_args (lists joined by ';', since lm-eval splits
+ * model_args on commas). Returns an exit code. */
+static int load_model(const cli_edit_args *ea, const char *path, stetho_model *m, char *margs, size_t cap) {
+    stetho_status st;
+    if (!ea->any) {
+        st = stetho_model_load(m, path);
+        return st ? cli_fail(st, "MODEL must be a Hugging Face model directory (config.json + safetensors)") : 0;
+    }
+    stetho_checkpoint base, delta;
+    stetho_selection sel;
+    const char *meta;
+    int rc = cli_edit_open(ea, path, &base, &delta, &sel, &meta);
+    if (rc) return rc;
+    stetho_edit_opts eo = {.alpha = ea->alpha, .allow_missing = ea->allow_missing};
+    st = stetho_model_load_edit(m, path, &delta, ea->ftp != NULL, &sel, &eo);
+    if (st) rc = cli_fail(st, NULL);
+    append(margs, cap, ",%s=%s,alpha=%.17g,modules=", ea->tv ? "task_vector" : "finetuned", ea->tv ? ea->tv : ea->ftp,
+           ea->alpha);
+    for (const char *p = ea->modules; *p; p++) append(margs, cap, "%c", *p == ',' ? ';' : *p);
+    append(margs, cap, ",layers=");
+    for (int l = 0, first = 1; l < sel.n_layers; l++)
+        if (sel.layers[l]) append(margs, cap, "%s%d", first ? "" : ";", l), first = 0;
+    if (sel.non_layer) append(margs, cap, ";non_layer");
+    free(sel.layers);
+    free((char *)meta);
+    stetho_checkpoint_close(&delta);
+    stetho_checkpoint_close(&base);
+    return rc;
+}
+
 int cmd_eval(int argc, char **argv) {
     const char *model_path = NULL, *out = NULL, *val = NULL;
     bool bad = false, quiet = false;
+    cli_edit_args ea;
+    cli_edit_args_init(&ea);
     stetho_eval_opts o;
     stetho_eval_opts_default(&o);
     o.log_samples = false;
@@ -86,7 +142,7 @@ int cmd_eval(int argc, char **argv) {
         } else if (cli_opt(argc, argv, &i, "--batch-size", &val, &bad, "eval") ||
                    cli_opt(argc, argv, &i, "--batch_size", &val, &bad, "eval")) {
             if (!bad && !(bad = !cli_parse_int("eval", "--batch-size", val, 1, 4096, &l))) o.batch_size = (int)l;
-        } else if (cli_compute_opt(argc, argv, &i, &bad, "eval")) {
+        } else if (cli_compute_opt(argc, argv, &i, &bad, "eval") || cli_edit_opt(argc, argv, &i, &ea, &bad, "eval")) {
         } else if (cli_opt(argc, argv, &i, "--threads", &val, &bad, "eval")) {
             if (!bad && !(bad = !cli_parse_int("eval", "--threads", val, 1, 1024, &l))) stetho_set_threads((int)l);
         } else if (a[0] == '-' && a[1]) {
@@ -100,10 +156,13 @@ int cmd_eval(int argc, char **argv) {
     if (bad) return CLI_EXIT_USAGE;
     if (!model_path) return cli_usage("eval", "need MODEL");
     if (!out) return cli_usage("eval", "need --output-path DIR");
-    char margs[1200];
-    snprintf(margs, sizeof margs, "pretrained=%s%s", model_path,
-             stetho_get_compute() == STETHO_COMPUTE_BF16 ? ",compute=bf16" : "");
-    o.model_args = margs;
+    if (ea.any) {
+        if (!ea.tv && !ea.ftp) return cli_usage("eval", "the edit options need --task-vector TV or --finetuned FT");
+        int urc = cli_edit_check(&ea, "eval");
+        if (urc) return urc;
+    }
+    char margs[4400];
+    snprintf(margs, sizeof margs, "pretrained=%s", model_path);
     if (!quiet && isatty(2)) o.progress = on_progress;
     else if (!quiet) o.progress = NULL;
     o.notice = on_notice;
@@ -112,8 +171,10 @@ int cmd_eval(int argc, char **argv) {
     if (st) return cli_fail(st, "see 'stetho eval --help' for the task names");
     stetho_model m;
     stetho_tokenizer tok;
-    st = stetho_model_load(&m, model_path);
-    if (st) return cli_fail(st, "MODEL must be a Hugging Face model directory (config.json + safetensors)");
+    int lrc = load_model(&ea, model_path, &m, margs, sizeof margs);
+    if (lrc) return lrc;
+    if (stetho_get_compute() == STETHO_COMPUTE_BF16) append(margs, sizeof margs, ",compute=bf16");
+    o.model_args = margs;
     if ((st = stetho_tokenizer_load(&tok, model_path))) {
         stetho_model_free(&m);
         return cli_fail(st, "evaluation needs the model directory's tokenizer.json");
