@@ -2,6 +2,8 @@
  * and a small string builder used across the library. */
 #include "internal.h"
 
+#include <cblas.h>
+
 #include <errno.h>
 #include <ftw.h>
 #include <stdio.h>
@@ -295,3 +297,11 @@ stetho_status stetho_write_file(const char *path, const void *data, size_t len) 
     st_free(tmp);
     return STETHO_OK;
 }
+
+int st_blas_single_thread(void) {
+    int n = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    return n;
+}
+
+void st_blas_restore(int n) { openblas_set_num_threads(n); }

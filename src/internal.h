@@ -28,6 +28,13 @@ char *st_strdup(const char *s);
 void st_free(void *p);
 /* Called by every write path: true when an injected write fault fires. */
 bool st_fault_write_fires(void);
+
+/* Run OpenBLAS single-threaded where the caller splits work over the OpenMP
+ * team itself: with both pools live on the same cores, each busy-waits on the
+ * core the other needs (docs/design.md, "Threads"). Returns the previous count
+ * for st_blas_restore. */
+int st_blas_single_thread(void);
+void st_blas_restore(int n);
 /* What a write(2) of n bytes should be asked to write: n, or less when an
  * injected short write fires. */
 size_t st_fault_write_len(size_t n);

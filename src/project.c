@@ -112,12 +112,11 @@ stetho_status stetho_project_taskvec(const stetho_checkpoint *tv, const stetho_s
     rep->layers = st_calloc(n_sel ? n_sel : 1, sizeof *rep->layers);
     rep->tensors = st_calloc(tv->n_tensors ? tv->n_tensors : 1, sizeof *rep->tensors);
     float *buf = NULL, *tmp = NULL, *outb = NULL; /* buf, outb: one block each; tmp: r x (block rows | cols) */
-    size_t tmp_cap = 0, zeroed = 0; /* zeroed: leading floats of outb known to be zero */
+    size_t tmp_cap = 0;
     stetho_st_writer w;
     /* the products are thin (k columns): OpenBLAS's own threads would only
      * busy-wait against the OpenMP team (profiled: half the run) */
-    int blas_threads = openblas_get_num_threads();
-    openblas_set_num_threads(1);
+    int blas_threads = st_blas_single_thread();
     bool have_writer = false;
     if (!bases || !rep->layers || !rep->tensors) {
         st = STETHO_ERR_NOMEM;
@@ -244,7 +243,6 @@ stetho_status stetho_project_taskvec(const stetho_checkpoint *tv, const stetho_s
             size_t nr = rows - i0 < rb ? rows - i0 : rb, nb = nr * cols;
             const float *out = outb;
             if (project && wr) {
-                zeroed = 0;
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)cols, (int)r, 1.0f, B->Q + i0 * r,
                             (int)r, tmp, (int)cols, 0.0f, outb, (int)cols);
             } else {
@@ -256,15 +254,13 @@ stetho_status stetho_project_taskvec(const stetho_checkpoint *tv, const stetho_s
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)nr, (int)r, dm, 1.0f, in, (int)cols, B->Q,
                                 (int)r, 0.0f, tmp, (int)r);
                     ts->energy_after += sumsq(tmp, nr * r);
-                    zeroed = 0;
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nr, dm, (int)r, 1.0f, tmp, (int)r, B->Q,
                                 (int)r, 0.0f, outb, (int)cols);
                 } else if (o.keep_other) {
                     out = in;
                     ts->energy_after += e;
-                } else if (nb > zeroed) {
+                } else {
                     memset(outb, 0, nb * sizeof *outb);
-                    zeroed = nb;
                 }
             }
             if (have_writer && nb) st = stetho_st_writer_write(&w, out, nb * sizeof *out);
@@ -286,7 +282,7 @@ stetho_status stetho_project_taskvec(const stetho_checkpoint *tv, const stetho_s
         have_writer = false;
     }
 done:
-    openblas_set_num_threads(blas_threads);
+    st_blas_restore(blas_threads);
     if (have_writer) stetho_st_writer_abort(&w);
     for (size_t i = 0; i < n_sel && bases; i++) st_free(bases[i].Q);
     st_free(bases);

@@ -486,8 +486,7 @@ stetho_status stetho_sae_encode(const stetho_sae *s, const float *x, size_t n, f
     if (wmag) /* gated magnitude path: W_enc scaled per feature by exp(r_mag) */
         for (int i = 0; i < dm; i++)
             for (int j = 0; j < ds; j++) wmag[(size_t)i * ds + j] = s->W_enc[(size_t)i * ds + j] * expf(s->r_mag[j]);
-    int blas_threads = openblas_get_num_threads();
-    openblas_set_num_threads(1);
+    int blas_threads = st_blas_single_thread();
 #pragma omp parallel num_threads(nt)
     {
 #ifdef _OPENMP
@@ -503,7 +502,7 @@ stetho_status stetho_sae_encode(const stetho_sae *s, const float *x, size_t n, f
             encode_block(s, x + r0 * (size_t)dm, rows, acts + r0 * (size_t)ds, xin, mag, wmag, sc);
         }
     }
-    openblas_set_num_threads(blas_threads);
+    st_blas_restore(blas_threads);
     st_free(ws), st_free(wmag);
     return STETHO_OK;
 }

@@ -302,7 +302,7 @@ stetho_status stetho_train_forward(stetho_train_model *m, const int32_t *tokens,
     }
     stetho_status st = ensure_acts(m, B, T);
     if (st) return st;
-    int blas_threads = tk_blas_single_thread();
+    int blas_threads = st_blas_single_thread();
     memcpy(m->tokens, tokens, (size_t)BT * sizeof *tokens);
     m->have_loss = false;
 
@@ -346,7 +346,7 @@ stetho_status stetho_train_forward(stetho_train_model *m, const int32_t *tokens,
     }
     tk_rmsnorm_fwd(m->xf, m->rf, m->xL, m->final_norm, BT, D, c->rms_eps);
     tk_linear_fwd(m->logits, m->xf, m->embed, BT, D, V); /* tied unembedding */
-    tk_blas_restore(blas_threads);
+    st_blas_restore(blas_threads);
 
     if (!targets) return STETHO_OK;
     memcpy(m->targets, targets, (size_t)BT * sizeof *targets);
@@ -371,7 +371,7 @@ stetho_status stetho_train_backward(stetho_train_model *m) {
     const stetho_train_config *c = &m->cfg;
     int B = m->B, T = m->T, BT = B * T, D = c->hidden, hd = c->head_dim, nh = c->n_heads, nkv = c->n_kv_heads;
     int F = c->intermediate, Q = nh * hd, KV = nkv * hd, V = c->vocab;
-    int blas_threads = tk_blas_single_thread();
+    int blas_threads = st_blas_single_thread();
     memset(m->grads, 0, m->n_params * sizeof *m->grads);
 
     /* loss -> logits -> final norm (tied unembedding: the embedding gets both uses) */
@@ -417,7 +417,7 @@ stetho_status stetho_train_backward(stetho_train_model *m) {
     #pragma omp parallel for schedule(static)
     for (int j = 0; j < D; j++)
         for (int i = 0; i < BT; i++) m->g_embed[(size_t)m->tokens[i] * D + j] += m->d_x[(size_t)i * D + j] * escale;
-    tk_blas_restore(blas_threads);
+    st_blas_restore(blas_threads);
     return STETHO_OK;
 }
 

@@ -11,19 +11,10 @@
 
 /* ---------------------------------------------------------------- linear */
 
-/* OpenBLAS's own threads would spin against OpenMP's on the same cores (on 2
- * cores that halved the speed), so the trainer runs BLAS single-threaded (as
- * OpenBLAS advises for threaded programs) and splits each product's output
- * rows over the OpenMP threads. The split depends only on the thread count. */
-int tk_blas_single_thread(void) {
-    int n = openblas_get_num_threads();
-    openblas_set_num_threads(1);
-    return n;
-}
-
-void tk_blas_restore(int n) { openblas_set_num_threads(n); }
-
-/* C [M, N] = alpha op(A) op(B) + beta C with the M rows split over threads. */
+/* The trainer runs BLAS single-threaded (st_blas_single_thread: on 2 cores
+ * OpenBLAS's threads spinning against OpenMP's halved the speed) and splits
+ * each product's output rows over the OpenMP threads. The split depends only on
+ * the thread count. C [M, N] = alpha op(A) op(B) + beta C. */
 static void par_sgemm(bool ta, bool tb, int M, int N, int K, const float *A, int lda, const float *Bm, int ldb,
                       float beta, float *C, int ldc) {
     #pragma omp parallel

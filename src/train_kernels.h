@@ -10,11 +10,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Run OpenBLAS single-threaded (the kernels split work over OpenMP threads and
- * call BLAS inside them); returns the previous count for tk_blas_restore. */
-int tk_blas_single_thread(void);
-void tk_blas_restore(int n);
-
 /* out [N, Dout] = in [N, Din] . W [Dout, Din]^T */
 void tk_linear_fwd(float *out, const float *in, const float *W, int N, int Din, int Dout);
 /* d_in [N, Din] (= or +=) d_out [N, Dout] . W [Dout, Din];  d_W [Dout, Din] += d_out^T . in.
